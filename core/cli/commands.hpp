@@ -1,0 +1,17 @@
+// The subcommands of `ingestd`. Each returns the process exit code:
+// 0 success, 1 runtime failure, 2 bad usage or bad configuration.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace ingestd::cli {
+
+using Args = std::vector<std::string>;
+
+int check_config(const Args& args);
+int migrate(const Args& args);
+int stager(const Args& args);  // long-lived
+int stage(const Args& args);   // stage --once
+
+}  // namespace ingestd::cli

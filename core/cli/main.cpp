@@ -1,0 +1,44 @@
+// ingestd: mirrors a SaaS API into PostgreSQL. See docs/ARCHITECTURE.md.
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "core/cli/commands.hpp"
+
+namespace {
+
+struct Command {
+  std::string_view name;
+  int (*run)(const ingestd::cli::Args&);
+  std::string_view summary;
+};
+
+constexpr Command kCommands[] = {
+    {"stager", ingestd::cli::stager, "long-lived: load spool files into stg_* tables, exactly once"},
+    {"stage", ingestd::cli::stage, "stage what is waiting in the spool (--once), then exit"},
+    {"migrate", ingestd::cli::migrate, "apply sql/ migrations and create the config's stg_* tables"},
+    {"check-config", ingestd::cli::check_config,
+     "validate the YAML config; print the errors or the effective config"},
+};
+
+void usage(std::FILE* out) {
+  std::fprintf(out, "usage: ingestd <command> [options]   (ingestd <command> --help)\n\n");
+  for (const auto& c : kCommands)
+    std::fprintf(out, "  %-14.*s %.*s\n", static_cast<int>(c.name.size()), c.name.data(),
+                 static_cast<int>(c.summary.size()), c.summary.data());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string_view name = argv[1];
+  for (const auto& c : kCommands)
+    if (c.name == name) return c.run(ingestd::cli::Args(argv + 2, argv + argc));
+  std::fprintf(stderr, "ingestd: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,468 @@
+#include "core/config.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "core/log.hpp"
+#include "core/pg.hpp"
+
+namespace ingestd::config {
+namespace {
+
+constexpr std::string_view kFileSuffix = "_file";
+
+struct Value {
+  std::string text;
+  int line = 0;
+};
+
+std::string join(std::string_view a, std::string_view b) {
+  return a.empty() ? std::string(b) : fmt::format("{}.{}", a, b);
+}
+
+const Key* find_key(std::string_view pattern) {
+  for (const auto& k : keys())
+    if (k.path == pattern) return &k;
+  return nullptr;
+}
+
+bool is_prefix_of_some_key(std::string_view pattern) {
+  std::string p = std::string(pattern) + ".";
+  return std::any_of(keys().begin(), keys().end(),
+                     [&](const Key& k) { return k.path.substr(0, p.size()) == p; });
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string suggestion(std::string_view parent_pattern, std::string_view name) {
+  std::string best;
+  std::size_t best_d = 3;
+  std::string p = parent_pattern.empty() ? "" : std::string(parent_pattern) + ".";
+  for (const auto& k : keys()) {
+    if (k.path.substr(0, p.size()) != p) continue;
+    std::string_view rest = k.path.substr(p.size());
+    std::string_view child = rest.substr(0, rest.find('.'));
+    if (child == "*") continue;
+    if (auto d = edit_distance(child, name); d < best_d) {
+      best_d = d;
+      best = std::string(child);
+    }
+  }
+  return best.empty() ? "" : fmt::format(" (did you mean '{}'?)", best);
+}
+
+class Loader {
+ public:
+  explicit Loader(std::string origin) : origin_(std::move(origin)) {}
+
+  LoadResult run(std::string_view yaml) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(std::string(yaml));
+    } catch (const YAML::Exception& e) {
+      error(e.mark.line + 1, "", fmt::format("not valid YAML: {}", e.msg));
+      return finish();
+    }
+    if (!root.IsMap()) {
+      error(1, "", "the configuration must be a mapping of keys");
+      return finish();
+    }
+    walk(root, "", "");
+    fill_defaults_and_check_required();
+    return finish();
+  }
+
+ private:
+  void error(int line, std::string_view path, std::string_view what) {
+    if (path.empty())
+      errors_.push_back(fmt::format("{}:{}: {}", origin_, line, what));
+    else
+      errors_.push_back(fmt::format("{}:{}: {}: {}", origin_, line, path, what));
+  }
+
+  void walk(const YAML::Node& map, const std::string& path, const std::string& pattern) {
+    const Key* self = find_key(pattern);
+    bool named_children = self && self->type == Type::map;
+    for (const auto& kv : map) {
+      int line = kv.first.Mark().line + 1;
+      std::string name = kv.first.as<std::string>();
+      std::string child_path = join(path, name);
+      std::string child_pattern = named_children ? join(pattern, "*") : join(pattern, name);
+      if (named_children) {
+        if (!pg::Identifier::valid(name) || name.size() > 40) {
+          error(line, child_path,
+                "names here must be lowercase letters, digits and _, starting with a letter or "
+                "_, at most 40 bytes");
+          continue;
+        }
+        instances_[child_pattern].push_back({child_path, line});
+      }
+      handle(kv.second, child_path, child_pattern, name, line, pattern);
+    }
+  }
+
+  void handle(const YAML::Node& node, const std::string& path, const std::string& pattern,
+              std::string_view name, int line, const std::string& parent_pattern) {
+    const Key* key = find_key(pattern);
+    bool from_file = false;
+    std::string target_path = path;
+    if (!key && name.size() > kFileSuffix.size() && name.ends_with(kFileSuffix)) {
+      std::string base = pattern.substr(0, pattern.size() - kFileSuffix.size());
+      if (const Key* k = find_key(base); k && k->secret) {
+        key = k;
+        from_file = true;
+        target_path = path.substr(0, path.size() - kFileSuffix.size());
+      }
+    }
+    if (!key) {
+      if (is_prefix_of_some_key(pattern)) {
+        if (!node.IsMap()) {
+          error(line, path, "expected a mapping of keys");
+          return;
+        }
+        walk(node, path, pattern);
+        return;
+      }
+      error(line, path, fmt::format("unknown key{}", suggestion(parent_pattern, name)));
+      return;
+    }
+    if (key->type == Type::map) {
+      if (!node.IsMap()) {
+        error(line, path, "expected a mapping of names");
+        return;
+      }
+      if (node.size() == 0 && key->required) error(line, path, "must not be empty");
+      walk(node, path, pattern);
+      seen_maps_.insert(path);
+      return;
+    }
+    if (!node.IsScalar()) {
+      error(line, path, "expected a single value");
+      return;
+    }
+    if (values_.count(target_path)) {
+      error(line, target_path, fmt::format("given twice (directly and as {}{})",
+                                           key->path.substr(key->path.rfind('.') + 1),
+                                           kFileSuffix));
+      return;
+    }
+    std::string text = node.as<std::string>();
+    auto expanded = expand_env(text, path, line);
+    if (!expanded) return;
+    text = *expanded;
+    if (from_file) {
+      std::ifstream in(text, std::ios::binary);
+      if (!in) {
+        error(line, path, fmt::format("cannot read the file '{}'", text));
+        return;
+      }
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text = ss.str();
+      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    }
+    if (!check_value(*key, text, target_path, line)) return;
+    if (key->secret) log::add_secret(text);
+    if (key->type == Type::dsn)
+      if (auto pw = pg::conninfo_password(text)) log::add_secret(*pw);
+    values_[target_path] = {text, line};
+  }
+
+  std::optional<std::string> expand_env(const std::string& text, const std::string& path,
+                                        int line) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '$') {
+        out += '$';
+        ++i;
+      } else if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '{') {
+        auto close = text.find('}', i);
+        if (close == std::string::npos) {
+          error(line, path, "unterminated ${ in value");
+          return std::nullopt;
+        }
+        std::string var = text.substr(i + 2, close - i - 2);
+        const char* v = std::getenv(var.c_str());
+        if (!v) {
+          error(line, path, fmt::format("environment variable {} is not set", var));
+          return std::nullopt;
+        }
+        out += v;
+        i = close;
+      } else {
+        out += text[i];
+      }
+    }
+    return out;
+  }
+
+  bool check_value(const Key& key, const std::string& text, const std::string& path, int line) {
+    auto range = [&](std::int64_t v, std::string_view unit) {
+      if (key.min == 0 && key.max == 0) return true;
+      if (v < key.min || v > key.max) {
+        error(line, path, fmt::format("{} is out of range [{}{}, {}{}]", text, key.min, unit,
+                                      key.max, unit));
+        return false;
+      }
+      return true;
+    };
+    switch (key.type) {
+      case Type::integer: {
+        char* end = nullptr;
+        long long v = std::strtoll(text.c_str(), &end, 10);
+        if (text.empty() || *end) {
+          error(line, path, fmt::format("'{}' is not an integer", text));
+          return false;
+        }
+        return range(v, "");
+      }
+      case Type::duration: {
+        auto d = parse_duration(text);
+        if (!d) {
+          error(line, path,
+                fmt::format("'{}' is not a duration (examples: 500ms, 10s, 5m, 2h, 30d)", text));
+          return false;
+        }
+        return range(d->count(), "ms");
+      }
+      case Type::boolean:
+        if (text != "true" && text != "false") {
+          error(line, path, fmt::format("'{}' is not true or false", text));
+          return false;
+        }
+        return true;
+      case Type::choice: {
+        std::string_view c = key.choices;
+        while (!c.empty()) {
+          auto bar = c.find('|');
+          if (c.substr(0, bar) == text) return true;
+          c = bar == std::string_view::npos ? std::string_view{} : c.substr(bar + 1);
+        }
+        error(line, path, fmt::format("'{}' is not one of {}", text, key.choices));
+        return false;
+      }
+      case Type::string:
+      case Type::path:
+      case Type::dsn:
+        if (text.empty()) {
+          error(line, path, "must not be empty");
+          return false;
+        }
+        return true;
+      case Type::map: return true;
+    }
+    return true;
+  }
+
+  // Expands a key pattern into the concrete paths of its existing parents.
+  std::vector<std::pair<std::string, int>> parents_of(std::string_view pattern) {
+    auto dot = pattern.rfind('.');
+    if (dot == std::string_view::npos) return {{"", 1}};
+    std::string parent(pattern.substr(0, dot));
+    // A fixed parent exists implicitly; a wildcard's instances were recorded by walk().
+    if (parent.find('*') == std::string::npos) return {{parent, 1}};
+    if (parent.back() != '*') {
+      // e.g. "sources.*.entities": the parents are the instances of "sources.*".
+      auto star = parent.rfind('*');
+      std::string inst_pattern = parent.substr(0, star + 1);
+      std::string rest = parent.substr(star + 1);
+      std::vector<std::pair<std::string, int>> out;
+      for (const auto& [p, l] : instances_[inst_pattern]) out.emplace_back(p + rest, l);
+      return out;
+    }
+    return instances_[parent];
+  }
+
+  void fill_defaults_and_check_required() {
+    for (const auto& key : keys()) {
+      std::string_view leaf = key.path.substr(key.path.rfind('.') + 1);
+      for (const auto& [parent, line] : parents_of(key.path)) {
+        std::string path = join(parent, leaf);
+        if (key.type == Type::map) {
+          if (key.required && !seen_maps_.count(path))
+            error(line, path, "is required");
+          continue;
+        }
+        if (values_.count(path)) continue;
+        if (!key.default_value.empty())
+          values_[path] = {std::string(key.default_value), 0};
+        else if (key.required)
+          error(line, path, "is required");
+      }
+    }
+  }
+
+  LoadResult finish() {
+    LoadResult r;
+    if (!errors_.empty()) {
+      r.errors = std::move(errors_);
+      return r;
+    }
+    Config c;
+    c.origin = origin_;
+    auto text = [&](const std::string& p) { return values_.at(p).text; };
+    auto dur = [&](const std::string& p) { return *parse_duration(text(p)); };
+    auto integer = [&](const std::string& p) { return std::stoll(text(p)); };
+    c.database_url = text("database.url");
+    c.database_connect_timeout = dur("database.connect_timeout");
+    c.database_retry_initial = dur("database.retry_initial");
+    c.database_retry_max = dur("database.retry_max");
+    c.spool_dir = text("spool.dir");
+    c.spool_archive_max_age = dur("spool.archive_max_age");
+    c.staging_poll_interval = dur("staging.poll_interval");
+    c.staging_batch_records = integer("staging.batch_records");
+    c.staging_purge_after = dur("staging.purge_after");
+    c.staging_purge_interval = dur("staging.purge_interval");
+    c.staging_purge_batch = integer("staging.purge_batch");
+    c.log_level = text("log.level");
+
+    std::map<std::string, std::string> owner;  // entity name -> source
+    for (const auto& [src_path, src_line] : instances_["sources.*"]) {
+      std::string source = src_path.substr(std::string_view("sources.").size());
+      for (const auto& [ent_path, ent_line] : instances_["sources.*.entities.*"]) {
+        std::string prefix = src_path + ".entities.";
+        if (ent_path.rfind(prefix, 0) != 0) continue;
+        std::string name = ent_path.substr(prefix.size());
+        if (auto [it, fresh] = owner.emplace(name, source); !fresh) {
+          error(ent_line, ent_path,
+                fmt::format("entity '{}' is already declared by source '{}'", name, it->second));
+          continue;
+        }
+        c.entities.push_back({source, name, text(ent_path + ".id")});
+      }
+    }
+    if (!errors_.empty()) {
+      r.errors = std::move(errors_);
+      return r;
+    }
+    for (const auto& [path, v] : values_) c.effective[path] = v.text;
+    for (const auto& key : keys())
+      if (key.secret)
+        for (const auto& [parent, line] : parents_of(key.path))
+          c.secret_paths.push_back(join(parent, key.path.substr(key.path.rfind('.') + 1)));
+    r.config = std::move(c);
+    return r;
+  }
+
+  std::string origin_;
+  std::vector<std::string> errors_;
+  std::map<std::string, Value> values_;
+  std::map<std::string, std::vector<std::pair<std::string, int>>> instances_;
+  std::set<std::string> seen_maps_;
+};
+
+}  // namespace
+
+const Entity* Config::find_entity(std::string_view name) const {
+  for (const auto& e : entities)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+std::optional<Duration> parse_duration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  if (text == "0") return Duration{0};
+  std::int64_t total = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    if (i == start || i - start > 12) return std::nullopt;
+    std::int64_t n = std::stoll(std::string(text.substr(start, i - start)));
+    std::size_t unit_start = i;
+    while (i < text.size() && text[i] >= 'a' && text[i] <= 'z') ++i;
+    std::string_view unit = text.substr(unit_start, i - unit_start);
+    std::int64_t mult = 0;
+    if (unit == "ms") mult = 1;
+    else if (unit == "s") mult = 1000;
+    else if (unit == "m") mult = 60'000;
+    else if (unit == "h") mult = 3'600'000;
+    else if (unit == "d") mult = 86'400'000;
+    else return std::nullopt;
+    total += n * mult;
+  }
+  return Duration{total};
+}
+
+LoadResult load_string(std::string_view yaml, std::string_view origin) {
+  return Loader(std::string(origin)).run(yaml);
+}
+
+LoadResult load_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    LoadResult r;
+    r.errors.push_back(fmt::format("{}: cannot read the configuration file", file.string()));
+    return r;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_string(ss.str(), file.string());
+}
+
+std::string render_effective(const Config& config) {
+  std::string out = fmt::format("# effective configuration of {}\n", config.origin);
+  for (const auto& [path, value] : config.effective) {
+    bool secret = std::find(config.secret_paths.begin(), config.secret_paths.end(), path) !=
+                  config.secret_paths.end();
+    std::string shown = value;
+    if (secret) shown = path == "database.url" ? pg::redact_conninfo(value) : "***";
+    out += fmt::format("{}: {}\n", path, log::q(shown));
+  }
+  return out;
+}
+
+std::string render_reference() {
+  std::string out =
+      "# Configuration reference\n\n"
+      "Generated from `core/config_keys.cpp` by `ingestd check-config --reference`; a test\n"
+      "keeps this file equal to that output. `*` stands for a name you choose.\n\n"
+      "Any value may use `${NAME}` to read an environment variable (`$$` is a literal `$`).\n"
+      "A secret key `k` may be given as `k_file: /path` instead: the file's content, without\n"
+      "its trailing newline, is the value (systemd `LoadCredential=` puts credentials in\n"
+      "such files). Secrets are masked in `check-config` output and never logged.\n\n"
+      "| key | type | default | range | description |\n|---|---|---|---|---|\n";
+  auto type_name = [](const Key& k) -> std::string {
+    switch (k.type) {
+      case Type::string: return "string";
+      case Type::integer: return "integer";
+      case Type::duration: return "duration";
+      case Type::boolean: return "boolean";
+      case Type::choice: return fmt::format("one of {}", k.choices);
+      case Type::dsn: return "libpq URI/conninfo";
+      case Type::path: return "path";
+      case Type::map: return "map of names";
+    }
+    return "";
+  };
+  for (const auto& k : keys()) {
+    std::string range;
+    if (k.min != 0 || k.max != 0)
+      range = k.type == Type::duration ? fmt::format("{}ms – {}ms", k.min, k.max)
+                                       : fmt::format("{} – {}", k.min, k.max);
+    std::string def = k.required ? "**required**"
+                                 : (k.default_value.empty() ? "" : fmt::format("`{}`", k.default_value));
+    std::string flags = k.secret ? " Secret: masked, accepts `_file`." : "";
+    out += fmt::format("| `{}` | {} | {} | {} | {}{} |\n", k.path, type_name(k), def, range,
+                       k.description, flags);
+  }
+  return out;
+}
+
+}  // namespace ingestd::config

@@ -1,0 +1,87 @@
+// The configuration: one table of keys (config_keys.cpp) drives validation, defaults, the
+// effective-config printout and docs/CONFIG.md, so the three cannot drift apart.
+//
+// Values may reference the environment as ${NAME}; a secret key `k` may instead be given as
+// `k_file: /path` and is read from that file (systemd LoadCredential, Kubernetes secrets).
+// Unknown keys, bad values and missing required keys are errors that name the key path and
+// the line; all of them are reported at once.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ingestd::config {
+
+enum class Type { string, integer, duration, boolean, choice, dsn, path, map };
+
+struct Key {
+  std::string_view path;  // dotted; '*' stands for a name the user chooses (a map key)
+  Type type;
+  std::string_view default_value;  // empty: no default
+  bool required = false;
+  bool secret = false;           // masked when printed; also accepted as <key>_file
+  std::int64_t min = 0, max = 0;  // integers: the value; durations: milliseconds; 0,0 = none
+  std::string_view choices;      // for Type::choice, separated by '|'
+  std::string_view description;
+};
+
+[[nodiscard]] const std::vector<Key>& keys();
+
+using Duration = std::chrono::milliseconds;
+
+struct Entity {
+  std::string source;
+  std::string name;     // validated identifier: stg_<name> is its staging table
+  std::string id_path;  // dotted path to the record id inside a record
+};
+
+struct Config {
+  std::string origin;  // file name, for messages
+
+  std::string database_url;
+  Duration database_connect_timeout{};
+  Duration database_retry_initial{};
+  Duration database_retry_max{};
+
+  std::filesystem::path spool_dir;
+  Duration spool_archive_max_age{};
+
+  Duration staging_poll_interval{};
+  std::int64_t staging_batch_records = 0;
+  Duration staging_purge_after{};
+  Duration staging_purge_interval{};
+  std::int64_t staging_purge_batch = 0;
+
+  std::string log_level;
+
+  std::vector<Entity> entities;
+
+  // Every key as the program sees it (defaults filled in), concrete path -> text.
+  std::map<std::string, std::string> effective;
+  std::vector<std::string> secret_paths;
+
+  [[nodiscard]] const Entity* find_entity(std::string_view name) const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;
+  std::vector<std::string> errors;  // "file:line: key.path: what is wrong"
+};
+
+[[nodiscard]] LoadResult load_file(const std::filesystem::path& file);
+[[nodiscard]] LoadResult load_string(std::string_view yaml, std::string_view origin = "<string>");
+
+// The effective configuration as YAML-ish text, secrets masked.
+[[nodiscard]] std::string render_effective(const Config& config);
+// docs/CONFIG.md, generated from keys().
+[[nodiscard]] std::string render_reference();
+
+[[nodiscard]] std::optional<Duration> parse_duration(std::string_view text);
+
+}  // namespace ingestd::config

@@ -1,0 +1,382 @@
+#include "core/spool.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <system_error>
+
+#include <fmt/format.h>
+
+namespace ingestd::spool {
+namespace {
+
+[[noreturn]] void throw_errno(std::string_view what, const fs::path& p) {
+  throw std::system_error(errno, std::generic_category(), fmt::format("{} {}", what, p.string()));
+}
+
+void fsync_path(const fs::path& p, int flags) {
+  int fd = ::open(p.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw_errno("cannot open", p);
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    throw_errno("cannot fsync", p);
+  }
+  ::close(fd);
+}
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20)
+          out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
+        else
+          out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+bool safe_name_part(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+  });
+}
+
+// 20261126T110634.123456Z: sorts like time, safe in a file name.
+std::string compact_time(SysTime t) {
+  std::string s = format_rfc3339(t);
+  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '-' || c == ':'; }),
+          s.end());
+  return s;
+}
+
+std::string file_name(const Meta& m, std::string_view what) {
+  if (!safe_name_part(m.run_id))
+    throw std::invalid_argument(fmt::format("run id '{}' is not file-name safe", m.run_id));
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  // The random tail makes a name unique even when a crashed run rewrites the same page:
+  // the ledger keys on the name, so a rewritten page is loaded, never mistaken for a replay.
+  return fmt::format("{}_{}_{}_{:08x}.json", compact_time(m.fetched_at), m.run_id, what,
+                     static_cast<std::uint32_t>(rng()));
+}
+
+std::string envelope_head(const Meta& m) {
+  std::string out = fmt::format(
+      "{{\"ingestd_spool\":{},\"kind\":{},\"source\":{},\"entity\":{},\"run_id\":{},"
+      "\"mode\":{},\"page\":{},\"fetched_at\":{},\"api_version\":{}",
+      kFormatVersion, json_string(m.kind == Kind::page ? "page" : "run_end"),
+      json_string(m.source), json_string(m.entity), json_string(m.run_id), json_string(m.mode),
+      m.page, json_string(format_rfc3339(m.fetched_at)),
+      m.api_version ? json_string(*m.api_version) : "null");
+  return out;
+}
+
+}  // namespace
+
+fs::path incoming_dir(const fs::path& spool, std::string_view entity) {
+  return spool / "incoming" / std::string(entity);
+}
+
+fs::path archive_dir(const fs::path& spool, std::string_view entity, SysTime day) {
+  return spool / "archive" / std::string(entity) / format_rfc3339(day).substr(0, 10);
+}
+
+fs::path quarantine_dir(const fs::path& spool, std::string_view entity) {
+  return spool / "quarantine" / std::string(entity);
+}
+
+void write_atomically(const fs::path& final_path, std::string_view bytes) {
+  fs::path dir = final_path.parent_path();
+  fs::create_directories(dir);
+  fs::path tmp = dir / fmt::format(".{}.tmp", final_path.filename().string());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) throw_errno("cannot create", tmp);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw_errno("cannot write", tmp);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw_errno("cannot fsync", tmp);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) throw_errno("cannot rename", tmp);
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+fs::path write_page(const fs::path& spool, const Meta& meta,
+                    const std::vector<std::string_view>& records) {
+  std::size_t total = 256;
+  for (auto r : records) total += r.size() + 1;
+  std::string out;
+  out.reserve(total);
+  out += envelope_head(meta);
+  out += ",\"records\":[";
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (i) out += ',';
+    out += records[i];
+  }
+  out += "]}\n";
+  fs::path path = incoming_dir(spool, meta.entity) /
+                  file_name(meta, fmt::format("p{:06}", meta.page));
+  write_atomically(path, out);
+  return path;
+}
+
+fs::path write_run_end(const fs::path& spool, const Meta& meta) {
+  Meta m = meta;
+  m.kind = Kind::run_end;
+  std::string out = envelope_head(m);
+  out += fmt::format(",\"pages\":{},\"records\":{}}}\n", m.pages, m.records);
+  fs::path path = incoming_dir(spool, m.entity) / file_name(m, "end");
+  write_atomically(path, out);
+  return path;
+}
+
+std::vector<fs::path> pending(const fs::path& spool, std::string_view entity) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(incoming_dir(spool, entity), ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || name[0] == '.') continue;  // temporaries of a writer in progress
+    if (!e.is_regular_file(ec)) continue;
+    out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+fs::path move_to(const fs::path& file, const fs::path& dir) {
+  fs::create_directories(dir);
+  fs::path target = dir / file.filename();
+  fs::rename(file, target);
+  return target;
+}
+
+std::size_t prune_archive(const fs::path& spool, std::string_view entity,
+                          std::chrono::milliseconds max_age, SysTime now) {
+  if (max_age.count() <= 0) return 0;
+  std::string cutoff = format_rfc3339(now - max_age).substr(0, 10);
+  std::size_t removed = 0;
+  std::error_code ec;
+  // Day folders are named YYYY-MM-DD, so the string order is the time order.
+  for (const auto& day : fs::directory_iterator(spool / "archive" / std::string(entity), ec)) {
+    if (!day.is_directory(ec) || day.path().filename().string() >= cutoff) continue;
+    removed += static_cast<std::size_t>(fs::remove_all(day.path(), ec));
+  }
+  return removed;
+}
+
+std::vector<std::string> split_path(std::string_view dotted) {
+  std::vector<std::string> parts;
+  while (true) {
+    auto dot = dotted.find('.');
+    parts.emplace_back(dotted.substr(0, dot));
+    if (dot == std::string_view::npos) break;
+    dotted = dotted.substr(dot + 1);
+  }
+  return parts;
+}
+
+PageReader::PageReader(simdjson::ondemand::parser& parser, std::string bytes)
+    : original_(std::move(bytes)), minified_(original_.size()), parser_(&parser) {
+  if (auto e = simdjson::minify(original_.data(), original_.size(), minified_.data(),
+                                minified_size_))
+    fail("not JSON", e);
+  read_meta();
+}
+
+void PageReader::fail(std::string_view what, simdjson::error_code e) {
+  if (e != simdjson::SUCCESS)
+    throw FormatError(fmt::format("{}: {}", what, simdjson::error_message(e)));
+  throw FormatError(std::string(what));
+}
+
+void PageReader::read_meta() {
+  using namespace simdjson;
+  padded_string_view view(minified_.data(), minified_size_, original_.size() + SIMDJSON_PADDING);
+  if (auto e = parser_->iterate(view).get(doc_)) fail("not JSON", e);
+  ondemand::object obj;
+  if (auto e = doc_.get_object().get(obj)) fail("not a spool document (not a JSON object)", e);
+  bool have_version = false, have_records = false, have_fetched = false, have_entity = false;
+  std::string kind = "page";
+  for (auto field : obj) {
+    std::string_view key;
+    if (auto e = field.unescaped_key().get(key)) fail("not JSON", e);
+    ondemand::value v;
+    if (auto e = field.value().get(v)) fail("not JSON", e);
+    auto str = [&](std::string& into) {
+      std::string_view s;
+      if (auto e = v.get_string().get(s)) fail(fmt::format("field '{}' must be a string", key), e);
+      into = std::string(s);
+    };
+    auto num = [&](std::int64_t& into) {
+      if (auto e = v.get_int64().get(into))
+        fail(fmt::format("field '{}' must be an integer", key), e);
+    };
+    if (key == "ingestd_spool") {
+      std::int64_t version = 0;
+      num(version);
+      if (version != kFormatVersion)
+        fail(fmt::format("unsupported spool format version {}", version));
+      have_version = true;
+    } else if (key == "kind") {
+      str(kind);
+    } else if (key == "source") {
+      str(meta_.source);
+    } else if (key == "entity") {
+      str(meta_.entity);
+      have_entity = true;
+    } else if (key == "run_id") {
+      str(meta_.run_id);
+    } else if (key == "mode") {
+      str(meta_.mode);
+    } else if (key == "page") {
+      num(meta_.page);
+    } else if (key == "pages") {
+      num(meta_.pages);
+    } else if (key == "fetched_at") {
+      std::string t;
+      str(t);
+      auto parsed = parse_rfc3339(t);
+      if (!parsed) fail(fmt::format("fetched_at '{}' is not an RFC 3339 time", t));
+      meta_.fetched_at = *parsed;
+      have_fetched = true;
+    } else if (key == "api_version") {
+      bool is_null = false;
+      if (auto e = v.is_null().get(is_null)) fail("not JSON", e);
+      if (!is_null) {
+        std::string a;
+        str(a);
+        meta_.api_version = a;
+      }
+    } else if (key == "records") {
+      have_records = true;  // streamed by next(); a run_end gives the count here instead
+      ondemand::json_type t;
+      if (auto e = v.type().get(t)) fail("not JSON", e);
+      if (t == ondemand::json_type::number) num(meta_.records);
+    }
+    // Unknown fields are tolerated: a newer fetcher may add metadata.
+  }
+  // Past the end, current_location() reports OUT_OF_BOUNDS; anything else is trailing content.
+  if (doc_.current_location().error() != simdjson::OUT_OF_BOUNDS)
+    fail("not JSON: trailing content after the document");
+  if (!have_version) fail("not a spool document: no ingestd_spool version field");
+  if (!have_entity) fail("not a spool document: no entity field");
+  if (!have_fetched) fail("not a spool document: no fetched_at field");
+  if (kind == "page") {
+    meta_.kind = Kind::page;
+    if (!have_records) fail("not a spool document: a page has no records array");
+    doc_.rewind();
+    if (auto e = doc_.find_field_unordered("records").get_array().get(records_))
+      fail("not a spool document: records is not an array", e);
+    if (auto e = records_.begin().get(it_)) fail("not JSON", e);
+    if (auto e = records_.end().get(end_)) fail("not JSON", e);
+  } else if (kind == "run_end") {
+    meta_.kind = Kind::run_end;
+  } else {
+    fail(fmt::format("not a spool document: unknown kind '{}'", kind));
+  }
+}
+
+namespace {
+std::string_view type_name(simdjson::ondemand::json_type t) {
+  using simdjson::ondemand::json_type;
+  switch (t) {
+    case json_type::array: return "an array";
+    case json_type::object: return "an object";
+    case json_type::number: return "a number";
+    case json_type::string: return "a string";
+    case json_type::boolean: return "a boolean";
+    case json_type::null: return "null";
+  }
+  return "unknown";
+}
+
+bool is_integer_token(std::string_view t) {
+  if (!t.empty() && t[0] == '-') t.remove_prefix(1);
+  return !t.empty() && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+}  // namespace
+
+bool PageReader::next(Record& out, const std::vector<std::string>& id_path) {
+  using namespace simdjson;
+  if (meta_.kind != Kind::page || it_ == end_) return false;
+  out.external_id.reset();
+  out.invalid_reason.clear();
+  ondemand::value v;
+  if (auto e = (*it_).get(v)) fail("not JSON", e);
+  ondemand::json_type t;
+  if (auto e = v.type().get(t)) fail("not JSON", e);
+  if (t == ondemand::json_type::object) {
+    ondemand::object obj;
+    if (auto e = v.get_object().get(obj)) fail("not JSON", e);
+    std::string joined = fmt::format("{}", fmt::join(id_path, "."));
+    ondemand::value cur;
+    auto e = obj.find_field_unordered(id_path[0]).get(cur);
+    for (std::size_t i = 1; !e && i < id_path.size(); ++i) {
+      ondemand::object inner;
+      e = cur.get_object().get(inner);
+      if (!e) e = inner.find_field_unordered(id_path[i]).get(cur);
+    }
+    if (e == NO_SUCH_FIELD || e == INCORRECT_TYPE) {
+      out.invalid_reason = fmt::format("missing id field '{}'", joined);
+    } else if (e) {
+      fail("not JSON", e);
+    } else {
+      ondemand::json_type idt;
+      if (auto e2 = cur.type().get(idt)) fail("not JSON", e2);
+      if (idt == ondemand::json_type::string) {
+        std::string_view s;
+        if (auto e2 = cur.get_string().get(s)) fail("not JSON", e2);
+        if (s.empty())
+          out.invalid_reason = fmt::format("id field '{}' is an empty string", joined);
+        else
+          out.external_id = std::string(s);
+      } else if (idt == ondemand::json_type::number && is_integer_token(cur.raw_json_token())) {
+        out.external_id = std::string(cur.raw_json_token());
+      } else {
+        out.invalid_reason = fmt::format("id field '{}' is {}, not a string or an integer",
+                                         joined, idt == ondemand::json_type::number
+                                                     ? "a non-integer number"
+                                                     : type_name(idt));
+      }
+    }
+    if (auto e2 = obj.reset().error()) fail("not JSON", e2);
+    if (auto e2 = obj.raw_json().get(out.json)) fail("not JSON", e2);
+  } else {
+    out.invalid_reason = fmt::format("record is {}, not an object", type_name(t));
+    if (t == ondemand::json_type::array) {
+      ondemand::array arr;
+      if (auto e = v.get_array().get(arr)) fail("not JSON", e);
+      if (auto e = arr.raw_json().get(out.json)) fail("not JSON", e);
+    } else {
+      out.json = v.raw_json_token();
+    }
+  }
+  ++it_;
+  return true;
+}
+
+}  // namespace ingestd::spool

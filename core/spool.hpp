@@ -1,0 +1,108 @@
+// The spool: the only interface between the fetcher (no database) and the stager.
+// One file = one page of raw records plus the run's metadata, written atomically; the format
+// and the directory layout are specified in docs/SPOOL.md.
+//
+//   <dir>/incoming/<entity>/<name>.json      waiting to be staged
+//   <dir>/archive/<entity>/<YYYY-MM-DD>/...  staged (committed); pruned after archive_max_age
+//   <dir>/quarantine/<entity>/...            not a spool document; its bytes are in the database
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <simdjson.h>
+
+#include "core/time.hpp"
+
+namespace ingestd::spool {
+
+inline constexpr int kFormatVersion = 1;
+
+enum class Kind { page, run_end };
+
+struct Meta {
+  Kind kind = Kind::page;
+  std::string source;
+  std::string entity;
+  std::string run_id;
+  std::string mode;  // incremental | full | repair
+  std::int64_t page = 0;
+  SysTime fetched_at{};
+  std::optional<std::string> api_version;
+  // run_end only: what the run produced, so a full run's deletions can be trusted.
+  std::int64_t pages = 0;
+  std::int64_t records = 0;
+};
+
+namespace fs = std::filesystem;
+
+[[nodiscard]] fs::path incoming_dir(const fs::path& spool, std::string_view entity);
+[[nodiscard]] fs::path archive_dir(const fs::path& spool, std::string_view entity, SysTime day);
+[[nodiscard]] fs::path quarantine_dir(const fs::path& spool, std::string_view entity);
+
+// Writes `bytes` under `final_path` so that a reader sees all of it or nothing: a dot-named
+// temporary in the same directory, fsync, rename, fsync of the directory.
+void write_atomically(const fs::path& final_path, std::string_view bytes);
+
+// Writes one page; `records` are each one complete JSON value, copied verbatim.
+fs::path write_page(const fs::path& spool, const Meta& meta,
+                    const std::vector<std::string_view>& records);
+// Writes the marker that closes a run (kind run_end) with its page and record counts.
+fs::path write_run_end(const fs::path& spool, const Meta& meta);
+
+// Files waiting in incoming/<entity>, oldest name first (names start with the fetch time).
+[[nodiscard]] std::vector<fs::path> pending(const fs::path& spool, std::string_view entity);
+
+// Moves a committed file out of incoming/ (rename: same file system).
+fs::path move_to(const fs::path& file, const fs::path& dir);
+
+// Files in archive/ older than max_age are removed; returns how many.
+std::size_t prune_archive(const fs::path& spool, std::string_view entity,
+                          std::chrono::milliseconds max_age, SysTime now);
+
+class FormatError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Record {
+  std::string_view json;                   // minified record text, valid until the next call
+  std::optional<std::string> external_id;  // absent when invalid_reason is set
+  std::string invalid_reason;              // why the reconciler must reject it; empty if fine
+};
+
+// Reads one spool file. The constructor validates the envelope and reads the metadata;
+// next() then streams the records. Both throw FormatError when the bytes are not a spool
+// document (not JSON, missing fields, records not an array).
+class PageReader {
+ public:
+  PageReader(simdjson::ondemand::parser& parser, std::string bytes);
+  [[nodiscard]] const Meta& meta() const { return meta_; }
+  [[nodiscard]] std::string_view original() const { return original_; }
+  // Fills `out` with the next record; false after the last one.
+  bool next(Record& out, const std::vector<std::string>& id_path);
+
+ private:
+  [[noreturn]] void fail(std::string_view what, simdjson::error_code e = simdjson::SUCCESS);
+  void read_meta();
+
+  std::string original_;
+  simdjson::padded_string minified_;
+  std::size_t minified_size_ = 0;
+  simdjson::ondemand::parser* parser_;
+  simdjson::ondemand::document doc_;
+  simdjson::ondemand::array records_;
+  simdjson::ondemand::array_iterator it_, end_;
+  bool started_ = false;
+  Meta meta_;
+};
+
+// "node.id" -> {"node", "id"}
+[[nodiscard]] std::vector<std::string> split_path(std::string_view dotted);
+
+}  // namespace ingestd::spool
