@@ -157,11 +157,12 @@ class Loader {
       return;
     }
     if (values_.count(target_path)) {
-      error(line, target_path, fmt::format("given twice (directly and as {}{})",
-                                           key->path.substr(key->path.rfind('.') + 1),
-                                           kFileSuffix));
+      error(line, target_path,
+            fmt::format("given twice (directly and as {}{})",
+                        key->path.substr(key->path.rfind('.') + 1), kFileSuffix));
       return;
     }
+    seen_paths_.insert(target_path);  // present, even if invalid: not also "required"
     std::string text = node.as<std::string>();
     auto expanded = expand_env(text, path, line);
     if (!expanded) return;
@@ -216,8 +217,8 @@ class Loader {
     auto range = [&](std::int64_t v, std::string_view unit) {
       if (key.min == 0 && key.max == 0) return true;
       if (v < key.min || v > key.max) {
-        error(line, path, fmt::format("{} is out of range [{}{}, {}{}]", text, key.min, unit,
-                                      key.max, unit));
+        error(line, path,
+              fmt::format("{} is out of range [{}{}, {}{}]", text, key.min, unit, key.max, unit));
         return false;
       }
       return true;
@@ -265,7 +266,8 @@ class Loader {
           return false;
         }
         return true;
-      case Type::map: return true;
+      case Type::map:
+        return true;
     }
     return true;
   }
@@ -295,11 +297,10 @@ class Loader {
       for (const auto& [parent, line] : parents_of(key.path)) {
         std::string path = join(parent, leaf);
         if (key.type == Type::map) {
-          if (key.required && !seen_maps_.count(path))
-            error(line, path, "is required");
+          if (key.required && !seen_maps_.count(path)) error(line, path, "is required");
           continue;
         }
-        if (values_.count(path)) continue;
+        if (values_.count(path) || seen_paths_.count(path)) continue;
         if (!key.default_value.empty())
           values_[path] = {std::string(key.default_value), 0};
         else if (key.required)
@@ -365,6 +366,7 @@ class Loader {
   std::map<std::string, Value> values_;
   std::map<std::string, std::vector<std::pair<std::string, int>>> instances_;
   std::set<std::string> seen_maps_;
+  std::set<std::string> seen_paths_;
 };
 
 }  // namespace
@@ -389,12 +391,18 @@ std::optional<Duration> parse_duration(std::string_view text) {
     while (i < text.size() && text[i] >= 'a' && text[i] <= 'z') ++i;
     std::string_view unit = text.substr(unit_start, i - unit_start);
     std::int64_t mult = 0;
-    if (unit == "ms") mult = 1;
-    else if (unit == "s") mult = 1000;
-    else if (unit == "m") mult = 60'000;
-    else if (unit == "h") mult = 3'600'000;
-    else if (unit == "d") mult = 86'400'000;
-    else return std::nullopt;
+    if (unit == "ms")
+      mult = 1;
+    else if (unit == "s")
+      mult = 1000;
+    else if (unit == "m")
+      mult = 60'000;
+    else if (unit == "h")
+      mult = 3'600'000;
+    else if (unit == "d")
+      mult = 86'400'000;
+    else
+      return std::nullopt;
     total += n * mult;
   }
   return Duration{total};
@@ -440,14 +448,22 @@ std::string render_reference() {
       "| key | type | default | range | description |\n|---|---|---|---|---|\n";
   auto type_name = [](const Key& k) -> std::string {
     switch (k.type) {
-      case Type::string: return "string";
-      case Type::integer: return "integer";
-      case Type::duration: return "duration";
-      case Type::boolean: return "boolean";
-      case Type::choice: return fmt::format("one of {}", k.choices);
-      case Type::dsn: return "libpq URI/conninfo";
-      case Type::path: return "path";
-      case Type::map: return "map of names";
+      case Type::string:
+        return "string";
+      case Type::integer:
+        return "integer";
+      case Type::duration:
+        return "duration";
+      case Type::boolean:
+        return "boolean";
+      case Type::choice:
+        return fmt::format("one of {}", k.choices);
+      case Type::dsn:
+        return "libpq URI/conninfo";
+      case Type::path:
+        return "path";
+      case Type::map:
+        return "map of names";
     }
     return "";
   };
@@ -456,8 +472,9 @@ std::string render_reference() {
     if (k.min != 0 || k.max != 0)
       range = k.type == Type::duration ? fmt::format("{}ms – {}ms", k.min, k.max)
                                        : fmt::format("{} – {}", k.min, k.max);
-    std::string def = k.required ? "**required**"
-                                 : (k.default_value.empty() ? "" : fmt::format("`{}`", k.default_value));
+    std::string def = k.required
+                          ? "**required**"
+                          : (k.default_value.empty() ? "" : fmt::format("`{}`", k.default_value));
     std::string flags = k.secret ? " Secret: masked, accepts `_file`." : "";
     out += fmt::format("| `{}` | {} | {} | {} | {}{} |\n", k.path, type_name(k), def, range,
                        k.description, flags);

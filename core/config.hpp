@@ -25,9 +25,9 @@ struct Key {
   Type type;
   std::string_view default_value;  // empty: no default
   bool required = false;
-  bool secret = false;           // masked when printed; also accepted as <key>_file
+  bool secret = false;            // masked when printed; also accepted as <key>_file
   std::int64_t min = 0, max = 0;  // integers: the value; durations: milliseconds; 0,0 = none
-  std::string_view choices;      // for Type::choice, separated by '|'
+  std::string_view choices;       // for Type::choice, separated by '|'
   std::string_view description;
 };
 

@@ -42,8 +42,7 @@ const std::vector<Key>& keys() {
       {"log.level", Type::choice, "info", false, false, 0, 0, "trace|debug|info|warn|error",
        "Lowest level written to stderr."},
 
-      {"sources", Type::map, "", true, false, 0, 0, "",
-       "Upstream APIs, by a name of your choice."},
+      {"sources", Type::map, "", true, false, 0, 0, "", "Upstream APIs, by a name of your choice."},
       {"sources.*.entities", Type::map, "", true, false, 0, 0, "",
        "Entities of this source by name; the name gives the staging table stg_<name> and "
        "must be unique across sources (lowercase letters, digits, _)."},

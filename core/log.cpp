@@ -92,11 +92,21 @@ std::string q(std::string_view value) {
   std::string out = "\"";
   for (char c : value) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
@@ -108,12 +118,14 @@ std::string q(std::string_view value) {
   return out;
 }
 
-spdlog::logger& logger() { return *instance(); }
+spdlog::logger& logger() {
+  return *instance();
+}
 
 namespace detail {
 void emit(spdlog::level::level_enum level, std::string_view event, std::string_view fields) {
-  std::string line = fields.empty() ? fmt::format("event={}", event)
-                                    : fmt::format("event={} {}", event, fields);
+  std::string line =
+      fields.empty() ? fmt::format("event={}", event) : fmt::format("event={} {}", event, fields);
   logger().log(level, "{}", redact(line));
 }
 }  // namespace detail

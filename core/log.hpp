@@ -46,7 +46,9 @@ void write(spdlog::level::level_enum level, std::string_view event,
   void name(std::string_view event, fmt::format_string<Args...> fields, Args&&... args) { \
     write(spdlog::level::lvl, event, fields, std::forward<Args>(args)...);                \
   }                                                                                       \
-  inline void name(std::string_view event) { write(spdlog::level::lvl, event, ""); }
+  inline void name(std::string_view event) {                                              \
+    write(spdlog::level::lvl, event, "");                                                 \
+  }
 INGESTD_LOG_LEVEL_FN(debug, debug)
 INGESTD_LOG_LEVEL_FN(info, info)
 INGESTD_LOG_LEVEL_FN(warn, warn)

@@ -55,9 +55,10 @@ Report migrate(pg::Connection& conn, const config::Config& config) {
     conn.exec_script("BEGIN");
     try {
       conn.exec_script(m.sql);
-      conn.query("INSERT INTO ingestd_schema_migrations (version, name, checksum) "
-                 "VALUES ($1, $2, $3)",
-                 m.version, m.name, checksum);
+      conn.query(
+          "INSERT INTO ingestd_schema_migrations (version, name, checksum) "
+          "VALUES ($1, $2, $3)",
+          m.version, m.name, checksum);
       conn.exec_script("COMMIT");
     } catch (...) {
       try {

@@ -24,8 +24,8 @@ struct Migration {
 [[nodiscard]] const std::vector<Migration>& all();
 
 struct Report {
-  std::vector<std::string> applied;   // names applied by this call
-  std::vector<std::string> drifted;   // applied earlier but the file changed since
+  std::vector<std::string> applied;  // names applied by this call
+  std::vector<std::string> drifted;  // applied earlier but the file changed since
   std::vector<std::string> staging_tables;
 };
 

@@ -19,7 +19,7 @@ bool Error::retryable() const {
       "40P01",  // deadlock_detected
       "53",     // insufficient resources (disk full, out of memory, too many connections)
       "57P01", "57P02", "57P03",  // admin/crash shutdown, cannot connect now
-      "55P03",  // lock_not_available
+      "55P03",                    // lock_not_available
   };
   for (auto p : transient)
     if (sqlstate_.rfind(p, 0) == 0) return true;
@@ -89,10 +89,16 @@ Connection Connection::open(const ConnectOptions& opts, const StopToken& stop) {
   std::string timeout = std::to_string(std::max<long>(1, opts.connect_timeout.count() / 1000));
   // expand_dbname=1: "dbname" may itself be a full conninfo or URI; the other keys then fill
   // in what it does not say. Keepalives detect a dead server on an idle connection.
-  const char* keys[] = {"dbname", "application_name", "connect_timeout", "keepalives",
+  const char* keys[] = {"dbname",          "application_name",    "connect_timeout",  "keepalives",
                         "keepalives_idle", "keepalives_interval", "keepalives_count", nullptr};
-  const char* vals[] = {opts.conninfo.c_str(), opts.application_name.c_str(), timeout.c_str(),
-                        "1", "30", "10", "3", nullptr};
+  const char* vals[] = {opts.conninfo.c_str(),
+                        opts.application_name.c_str(),
+                        timeout.c_str(),
+                        "1",
+                        "30",
+                        "10",
+                        "3",
+                        nullptr};
   PGconn* raw = PQconnectStartParams(keys, vals, 1);
   Connection c(raw, stop);
   if (!raw) throw Error("out of memory starting a connection", "", true);
@@ -110,10 +116,9 @@ Connection Connection::open(const ConnectOptions& opts, const StopToken& stop) {
     if (left.count() <= 0)
       throw Error(fmt::format("timed out connecting to {}", redact_conninfo(opts.conninfo)),
                   "08001", true);
-    pollfd fds[2] = {{PQsocket(raw), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN
-                                                                                      : POLLOUT),
-                      0},
-                     {stop.fd(), POLLIN, 0}};
+    pollfd fds[2] = {
+        {PQsocket(raw), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
+        {stop.fd(), POLLIN, 0}};
     ::poll(fds, 2, static_cast<int>(std::min<long>(left.count(), 1000)));
     st = PQconnectPoll(raw);
   }
@@ -154,9 +159,9 @@ void Connection::wait_socket(Want want) {
       }
       stop_seen = clock::now() + std::chrono::hours(1);  // cancel once; then wait for the reply
     }
-    pollfd fds[2] = {{PQsocket(conn_.get()),
-                      static_cast<short>(want == Want::read ? POLLIN : POLLOUT), 0},
-                     {stop_->fd(), POLLIN, 0}};
+    pollfd fds[2] = {
+        {PQsocket(conn_.get()), static_cast<short>(want == Want::read ? POLLIN : POLLOUT), 0},
+        {stop_->fd(), POLLIN, 0}};
     int n = ::poll(fds, stopping ? 1 : 2, stopping ? 100 : 1000);
     if (n < 0 && errno != EINTR) fail("poll failed");
     if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
@@ -287,8 +292,12 @@ void BinaryCopyWriter::put_i32(std::int32_t v) {
   buf_.append(b, 4);
 }
 
-void BinaryCopyWriter::begin_row(std::int16_t fields) { put_i16(fields); }
-void BinaryCopyWriter::add_null() { put_i32(-1); }
+void BinaryCopyWriter::begin_row(std::int16_t fields) {
+  put_i16(fields);
+}
+void BinaryCopyWriter::add_null() {
+  put_i32(-1);
+}
 
 void BinaryCopyWriter::add_text(std::string_view s) {
   put_i32(static_cast<std::int32_t>(s.size()));
@@ -314,7 +323,9 @@ void BinaryCopyWriter::add_int64(std::int64_t v) {
   buf_.append(b, 8);
 }
 
-void BinaryCopyWriter::finish() { put_i16(-1); }
+void BinaryCopyWriter::finish() {
+  put_i16(-1);
+}
 
 std::int64_t pg_epoch_micros(std::chrono::system_clock::time_point t) {
   static constexpr std::int64_t unix_to_2000_us = 946'684'800'000'000;

@@ -57,13 +57,27 @@ class Identifier {
 
 // One query parameter in text form; nullopt is SQL NULL.
 using Param = std::optional<std::string>;
-[[nodiscard]] inline Param param(std::string_view s) { return std::string(s); }
-[[nodiscard]] inline Param param(const char* s) { return std::string(s); }
-[[nodiscard]] inline Param param(const std::string& s) { return s; }
-[[nodiscard]] inline Param param(std::int64_t v) { return std::to_string(v); }
-[[nodiscard]] inline Param param(int v) { return std::to_string(v); }
-[[nodiscard]] inline Param param(std::nullopt_t) { return std::nullopt; }
-[[nodiscard]] inline Param param(const std::optional<std::string>& v) { return v; }
+[[nodiscard]] inline Param param(std::string_view s) {
+  return std::string(s);
+}
+[[nodiscard]] inline Param param(const char* s) {
+  return std::string(s);
+}
+[[nodiscard]] inline Param param(const std::string& s) {
+  return s;
+}
+[[nodiscard]] inline Param param(std::int64_t v) {
+  return std::to_string(v);
+}
+[[nodiscard]] inline Param param(int v) {
+  return std::to_string(v);
+}
+[[nodiscard]] inline Param param(std::nullopt_t) {
+  return std::nullopt;
+}
+[[nodiscard]] inline Param param(const std::optional<std::string>& v) {
+  return v;
+}
 
 class Result {
  public:
@@ -140,11 +154,11 @@ class BinaryCopyWriter {
   BinaryCopyWriter();
   void begin_row(std::int16_t fields);
   void add_null();
-  void add_text(std::string_view s);  // text, varchar
+  void add_text(std::string_view s);      // text, varchar
   void add_jsonb(std::string_view json);  // version byte 1 + JSON text
   void add_uuid(const unsigned char (&bytes)[16]);
-  void add_int64(std::int64_t v);      // bigint, timestamptz (microseconds since 2000-01-01)
-  void finish();                       // trailer
+  void add_int64(std::int64_t v);  // bigint, timestamptz (microseconds since 2000-01-01)
+  void finish();                   // trailer
   [[nodiscard]] std::size_t size() const { return buf_.size(); }
   [[nodiscard]] std::string_view data() const { return buf_; }
   void clear() { buf_.clear(); }

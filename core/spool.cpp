@@ -32,11 +32,21 @@ std::string json_string(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
           out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
@@ -50,16 +60,15 @@ std::string json_string(std::string_view s) {
 
 bool safe_name_part(std::string_view s) {
   return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
   });
 }
 
 // 20261126T110634.123456Z: sorts like time, safe in a file name.
 std::string compact_time(SysTime t) {
   std::string s = format_rfc3339(t);
-  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '-' || c == ':'; }),
-          s.end());
+  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '-' || c == ':'; }), s.end());
   return s;
 }
 
@@ -77,9 +86,9 @@ std::string envelope_head(const Meta& m) {
   std::string out = fmt::format(
       "{{\"ingestd_spool\":{},\"kind\":{},\"source\":{},\"entity\":{},\"run_id\":{},"
       "\"mode\":{},\"page\":{},\"fetched_at\":{},\"api_version\":{}",
-      kFormatVersion, json_string(m.kind == Kind::page ? "page" : "run_end"),
-      json_string(m.source), json_string(m.entity), json_string(m.run_id), json_string(m.mode),
-      m.page, json_string(format_rfc3339(m.fetched_at)),
+      kFormatVersion, json_string(m.kind == Kind::page ? "page" : "run_end"), json_string(m.source),
+      json_string(m.entity), json_string(m.run_id), json_string(m.mode), m.page,
+      json_string(format_rfc3339(m.fetched_at)),
       m.api_version ? json_string(*m.api_version) : "null");
   return out;
 }
@@ -138,8 +147,8 @@ fs::path write_page(const fs::path& spool, const Meta& meta,
     out += records[i];
   }
   out += "]}\n";
-  fs::path path = incoming_dir(spool, meta.entity) /
-                  file_name(meta, fmt::format("p{:06}", meta.page));
+  fs::path path =
+      incoming_dir(spool, meta.entity) / file_name(meta, fmt::format("p{:06}", meta.page));
   write_atomically(path, out);
   return path;
 }
@@ -201,16 +210,25 @@ std::vector<std::string> split_path(std::string_view dotted) {
 
 PageReader::PageReader(simdjson::ondemand::parser& parser, std::string bytes)
     : original_(std::move(bytes)), minified_(original_.size()), parser_(&parser) {
-  if (auto e = simdjson::minify(original_.data(), original_.size(), minified_.data(),
-                                minified_size_))
+  if (auto e =
+          simdjson::minify(original_.data(), original_.size(), minified_.data(), minified_size_))
     fail("not JSON", e);
   read_meta();
 }
 
 void PageReader::fail(std::string_view what, simdjson::error_code e) {
-  if (e != simdjson::SUCCESS)
-    throw FormatError(fmt::format("{}: {}", what, simdjson::error_message(e)));
-  throw FormatError(std::string(what));
+  if (e == simdjson::SUCCESS) throw FormatError(std::string(what));
+  // On-Demand reports where it stumbled, not why; a full parse (only on this rare path)
+  // tells "this is not JSON at all" apart from "JSON, but not a spool document".
+  simdjson::dom::parser full;
+  if (auto err = full.parse(original_).error())
+    throw FormatError(fmt::format("not JSON: {}", simdjson::error_message(err)));
+  throw FormatError(fmt::format("{}: {}", what, simdjson::error_message(e)));
+}
+
+void PageReader::rewind() {
+  meta_ = Meta{};
+  read_meta();
 }
 
 void PageReader::read_meta() {
@@ -304,12 +322,18 @@ namespace {
 std::string_view type_name(simdjson::ondemand::json_type t) {
   using simdjson::ondemand::json_type;
   switch (t) {
-    case json_type::array: return "an array";
-    case json_type::object: return "an object";
-    case json_type::number: return "a number";
-    case json_type::string: return "a string";
-    case json_type::boolean: return "a boolean";
-    case json_type::null: return "null";
+    case json_type::array:
+      return "an array";
+    case json_type::object:
+      return "an object";
+    case json_type::number:
+      return "a number";
+    case json_type::string:
+      return "a string";
+    case json_type::boolean:
+      return "a boolean";
+    case json_type::null:
+      return "null";
   }
   return "unknown";
 }
@@ -357,10 +381,9 @@ bool PageReader::next(Record& out, const std::vector<std::string>& id_path) {
       } else if (idt == ondemand::json_type::number && is_integer_token(cur.raw_json_token())) {
         out.external_id = std::string(cur.raw_json_token());
       } else {
-        out.invalid_reason = fmt::format("id field '{}' is {}, not a string or an integer",
-                                         joined, idt == ondemand::json_type::number
-                                                     ? "a non-integer number"
-                                                     : type_name(idt));
+        out.invalid_reason = fmt::format(
+            "id field '{}' is {}, not a string or an integer", joined,
+            idt == ondemand::json_type::number ? "a non-integer number" : type_name(idt));
       }
     }
     if (auto e2 = obj.reset().error()) fail("not JSON", e2);

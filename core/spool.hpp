@@ -84,6 +84,8 @@ class PageReader {
   PageReader(simdjson::ondemand::parser& parser, std::string bytes);
   [[nodiscard]] const Meta& meta() const { return meta_; }
   [[nodiscard]] std::string_view original() const { return original_; }
+  // Starts the records over (a load that is retried reads the file again from memory).
+  void rewind();
   // Fills `out` with the next record; false after the last one.
   bool next(Record& out, const std::vector<std::string>& id_path);
 

@@ -72,10 +72,8 @@ void FileLoader::rollback() noexcept {
   }
 }
 
-std::optional<std::int64_t> FileLoader::claim_ledger(const fs::path& file,
-                                                     const spool::Meta& meta,
-                                                     std::string_view outcome,
-                                                     std::size_t bytes) {
+std::optional<std::int64_t> FileLoader::claim_ledger(const fs::path& file, const spool::Meta& meta,
+                                                     std::string_view outcome, std::size_t bytes) {
   // The primary key (entity, file_name) makes this the exactly-once gate: a second stager
   // on the same file blocks here until the first commits, then finds the row and backs off.
   auto r = conn_.query(
@@ -107,17 +105,18 @@ Outcome FileLoader::load(const fs::path& file, Totals& totals) {
   if (meta.entity != entity_.name) {
     ++totals.files_quarantined;
     return quarantine(file, reader->original(),
-                      fmt::format("the file says entity '{}' but lies in incoming/{}",
-                                  meta.entity, entity_.name));
+                      fmt::format("the file says entity '{}' but lies in incoming/{}", meta.entity,
+                                  entity_.name));
   }
 
   Counts counts;
   bool row_by_row = false;
-  for (;;) {
+  for (int attempt = 0;; ++attempt) {
+    if (attempt > 0) reader->rewind();
     conn_.exec_script("BEGIN");
     try {
-      auto ledger_id = claim_ledger(file, meta,
-                                    meta.kind == spool::Kind::page ? "loaded" : "run_end", size);
+      auto ledger_id =
+          claim_ledger(file, meta, meta.kind == spool::Kind::page ? "loaded" : "run_end", size);
       if (!ledger_id) {
         rollback();
         spool::move_to(file, spool::archive_dir(config_.spool_dir, entity_.name,
@@ -153,8 +152,8 @@ Outcome FileLoader::load(const fs::path& file, Totals& totals) {
                     .count();
       if (outcome == Outcome::run_end) {
         ++totals.run_ends;
-        log::info("stager.run_end", "entity={} run_id={} mode={} pages={} records={}",
-                  entity_.name, meta.run_id, meta.mode, meta.pages, meta.records);
+        log::info("stager.run_end", "entity={} run_id={} mode={} pages={} records={}", entity_.name,
+                  meta.run_id, meta.mode, meta.pages, meta.records);
       } else {
         ++totals.files_loaded;
         totals.records += counts.records;
@@ -193,16 +192,17 @@ Outcome FileLoader::load(const fs::path& file, Totals& totals) {
   }
 }
 
-Outcome FileLoader::load_page(spool::PageReader& reader, std::int64_t ledger_id,
-                              bool row_by_row, Counts& counts) {
+Outcome FileLoader::load_page(spool::PageReader& reader, std::int64_t ledger_id, bool row_by_row,
+                              Counts& counts) {
   seen_.clear();
   std::vector<Row> chunk;
-  chunk.reserve(static_cast<std::size_t>(std::min<std::int64_t>(config_.staging_batch_records, 8192)));
+  chunk.reserve(
+      static_cast<std::size_t>(std::min<std::int64_t>(config_.staging_batch_records, 8192)));
   spool::Record rec;
   while (reader.next(rec, id_path_)) {
     ++counts.records;
-    chunk.push_back({rec.json, std::move(rec.external_id), std::move(rec.invalid_reason),
-                     md5(rec.json)});
+    chunk.push_back(
+        {rec.json, std::move(rec.external_id), std::move(rec.invalid_reason), md5(rec.json)});
     if (static_cast<std::int64_t>(chunk.size()) >= config_.staging_batch_records) {
       stage_chunk(chunk, reader.meta(), ledger_id, row_by_row, counts);
       if (stop_.stop_requested()) throw Interrupted();
@@ -274,8 +274,8 @@ void FileLoader::insert_rows(const std::vector<const Row*>& rows, const spool::M
       } catch (const pg::Error& e) {
         if (!e.data_error()) throw;
         conn_.exec_script("ROLLBACK TO SAVEPOINT record");
-        std::string why = fmt::format("postgres rejected the record as JSON ({}); kept as text",
-                                      e.what());
+        std::string why =
+            fmt::format("postgres rejected the record as JSON ({}); kept as text", e.what());
         conn_.query(fallback, without_nul(r->json), r->external_id, r->digest.hex(), fetched,
                     meta.run_id, ledger_id, why);
         log::warn("stager.record_kept_as_text", "entity={} reason={}", entity_.name,
@@ -284,10 +284,10 @@ void FileLoader::insert_rows(const std::vector<const Row*>& rows, const spool::M
     }
     return;
   }
-  conn_.copy_begin(fmt::format(
-      "COPY {} (raw_data, external_id, content_hash, fetched_at, run_id, ledger_id, "
-      "invalid_reason) FROM STDIN (FORMAT binary)",
-      table_));
+  conn_.copy_begin(
+      fmt::format("COPY {} (raw_data, external_id, content_hash, fetched_at, run_id, ledger_id, "
+                  "invalid_reason) FROM STDIN (FORMAT binary)",
+                  table_));
   try {
     std::int64_t fetched = pg::pg_epoch_micros(meta.fetched_at);
     copy_ = pg::BinaryCopyWriter();  // each COPY stream starts with the PGCOPY header

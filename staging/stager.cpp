@@ -71,8 +71,8 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
         table);
     std::int64_t deleted = 0;
     for (;;) {
-      auto r = conn.query(sql, static_cast<std::int64_t>(age_seconds.count()),
-                          cfg.staging_purge_batch);
+      auto r =
+          conn.query(sql, static_cast<std::int64_t>(age_seconds.count()), cfg.staging_purge_batch);
       deleted += r.affected();
       if (r.affected() < cfg.staging_purge_batch || stop.stop_requested()) break;
     }
@@ -202,9 +202,8 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
   log::info("stager.stopped",
             "files_loaded={} files_replayed={} files_quarantined={} run_ends={} records={} "
             "staged={} duplicates={} flagged={} purged={}",
-            totals.files_loaded, totals.files_replayed, totals.files_quarantined,
-            totals.run_ends, totals.records, totals.staged, totals.duplicates, totals.flagged,
-            totals.purged);
+            totals.files_loaded, totals.files_replayed, totals.files_quarantined, totals.run_ends,
+            totals.records, totals.staged, totals.duplicates, totals.flagged, totals.purged);
   if (totals_out) *totals_out = totals;
   return any_failed ? 1 : 0;
 }

@@ -118,8 +118,9 @@ int run_stager(const Args& args, std::string_view command, staging::RunMode mode
   auto vm = parse(args, command, extra, &code);
   if (!vm) return code;
   if (mode == staging::RunMode::until_empty && !vm->count("once")) {
-    std::fprintf(stderr, "ingestd stage: only --once is supported; use `ingestd stager` for "
-                         "the long-lived loader\n");
+    std::fprintf(stderr,
+                 "ingestd stage: only --once is supported; use `ingestd stager` for "
+                 "the long-lived loader\n");
     return 2;
   }
   auto cfg = load_config(*vm);
@@ -135,7 +136,11 @@ int run_stager(const Args& args, std::string_view command, staging::RunMode mode
 }
 }  // namespace
 
-int stager(const Args& args) { return run_stager(args, "stager", staging::RunMode::forever); }
-int stage(const Args& args) { return run_stager(args, "stage", staging::RunMode::until_empty); }
+int stager(const Args& args) {
+  return run_stager(args, "stager", staging::RunMode::forever);
+}
+int stage(const Args& args) {
+  return run_stager(args, "stage", staging::RunMode::until_empty);
+}
 
 }  // namespace ingestd::cli

@@ -14,9 +14,11 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"stager", ingestd::cli::stager, "long-lived: load spool files into stg_* tables, exactly once"},
+    {"stager", ingestd::cli::stager,
+     "long-lived: load spool files into stg_* tables, exactly once"},
     {"stage", ingestd::cli::stage, "stage what is waiting in the spool (--once), then exit"},
-    {"migrate", ingestd::cli::migrate, "apply sql/ migrations and create the config's stg_* tables"},
+    {"migrate", ingestd::cli::migrate,
+     "apply sql/ migrations and create the config's stg_* tables"},
     {"check-config", ingestd::cli::check_config,
      "validate the YAML config; print the errors or the effective config"},
 };

@@ -1,0 +1,156 @@
+// Protects the config contract: every error names the key path and the line, all errors are
+// reported at once, secrets come from env or files and are never printed.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "tests/support/support.hpp"
+
+using namespace ingestd;
+
+namespace {
+const char* kGood = R"(database:
+  url: postgresql://ingest:s3cretpw@127.0.0.1:5432/mirror
+spool:
+  dir: /var/lib/ingestd/spool
+sources:
+  gazelle:
+    entities:
+      users: {}
+      timeline_entries:
+        id: node.id
+)";
+
+bool has_error(const config::LoadResult& r, const std::string& needle) {
+  for (const auto& e : r.errors)
+    if (e.find(needle) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
+TEST_CASE("a valid config fills defaults and lists entities in declaration order of names") {
+  auto r = config::load_string(kGood, "good.yaml");
+  REQUIRE(r.errors.empty());
+  REQUIRE(r.config);
+  const auto& c = *r.config;
+  CHECK(c.staging_purge_after == std::chrono::hours(24 * 30));
+  CHECK(c.staging_purge_batch == 5000);
+  CHECK(c.log_level == "info");
+  REQUIRE(c.entities.size() == 2);
+  CHECK(c.find_entity("users")->id_path == "id");
+  CHECK(c.find_entity("timeline_entries")->id_path == "node.id");
+  CHECK(c.find_entity("timeline_entries")->source == "gazelle");
+}
+
+TEST_CASE("an unknown key is an error naming its path and line - with a suggestion") {
+  std::string y = std::string(kGood) + "staging:\n  purge_btach: 10\n";
+  auto r = config::load_string(y, "c.yaml");
+  CHECK_FALSE(r.config);
+  CHECK(has_error(r, "c.yaml:12: staging.purge_btach: unknown key (did you mean 'purge_batch'?)"));
+}
+
+TEST_CASE("bad values are errors naming path and line - and all errors are reported together") {
+  std::string y =
+      std::string(kGood) + "staging:\n  purge_batch: 0\n  purge_after: soon\nlog:\n  level: loud\n";
+  auto r = config::load_string(y, "c.yaml");
+  CHECK_FALSE(r.config);
+  CHECK(r.errors.size() == 3);
+  CHECK(has_error(r, "c.yaml:12: staging.purge_batch: 0 is out of range"));
+  CHECK(has_error(r, "c.yaml:13: staging.purge_after: 'soon' is not a duration"));
+  CHECK(has_error(r, "c.yaml:15: log.level: 'loud' is not one of trace|debug|info|warn|error"));
+}
+
+TEST_CASE("missing required keys are errors") {
+  auto r = config::load_string("log:\n  level: info\n", "c.yaml");
+  CHECK(has_error(r, "database.url: is required"));
+  CHECK(has_error(r, "spool.dir: is required"));
+  CHECK(has_error(r, "sources: is required"));
+}
+
+TEST_CASE("entity names must be identifiers and unique across sources") {
+  auto bad = config::load_string(
+      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      Bad-Name: {}\n",
+      "c.yaml");
+  CHECK(has_error(bad, "c.yaml:6: sources.a.entities.Bad-Name: names here must be lowercase"));
+  auto dup = config::load_string(
+      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      users: {}\n"
+      "  b:\n    entities:\n      users: {}\n",
+      "c.yaml");
+  CHECK(
+      has_error(dup, "sources.b.entities.users: entity 'users' is already declared by source 'a'"));
+}
+
+TEST_CASE("invalid YAML reports the line") {
+  auto r = config::load_string("database:\n  url: [unclosed\n", "c.yaml");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].find("not valid YAML") != std::string::npos);
+}
+
+TEST_CASE("${ENV} expands - and an unset variable is an error naming the key") {
+  ::setenv("INGESTD_TEST_SPOOL", "/tmp/from-env", 1);
+  auto r = config::load_string(
+      "database: {url: x}\nspool:\n  dir: ${INGESTD_TEST_SPOOL}/spool\nsources:\n  a:\n"
+      "    entities:\n      u: {}\n",
+      "c.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->spool_dir == "/tmp/from-env/spool");
+  auto missing = config::load_string(
+      "database:\n  url: ${INGESTD_TEST_SURELY_UNSET}\nspool: {dir: /s}\nsources:\n  a:\n"
+      "    entities:\n      u: {}\n",
+      "c.yaml");
+  CHECK(has_error(
+      missing,
+      "c.yaml:2: database.url: environment variable INGESTD_TEST_SURELY_UNSET is not set"));
+}
+
+TEST_CASE("a secret may come from a file - and the effective config masks it") {
+  test::TempDir dir;
+  auto secret_file = dir.path() / "db_url";
+  std::ofstream(secret_file) << "postgresql://ingest:filepassw0rd@db.internal/mirror\n";
+  auto r =
+      config::load_string("database:\n  url_file: " + secret_file.string() +
+                              "\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      u: {}\n",
+                          "c.yaml");
+  REQUIRE(r.config);
+  CHECK(r.config->database_url == "postgresql://ingest:filepassw0rd@db.internal/mirror");
+  auto printed = config::render_effective(*r.config);
+  CHECK(printed.find("filepassw0rd") == std::string::npos);
+  CHECK(printed.find("password=***") != std::string::npos);
+  CHECK(printed.find("host=db.internal") != std::string::npos);
+
+  auto both =
+      config::load_string("database:\n  url: x\n  url_file: " + secret_file.string() +
+                              "\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      u: {}\n",
+                          "c.yaml");
+  CHECK(has_error(both, "database.url: given twice"));
+  auto unreadable = config::load_string(
+      "database:\n  url_file: /nonexistent/secret\nspool: {dir: /s}\nsources:\n  a:\n"
+      "    entities:\n      u: {}\n",
+      "c.yaml");
+  CHECK(has_error(unreadable, "c.yaml:2: database.url_file: cannot read the file"));
+}
+
+TEST_CASE("loading a config registers its secrets with the logger") {
+  auto r = config::load_string(kGood, "good.yaml");
+  REQUIRE(r.config);
+  CHECK(log::redact("connecting with s3cretpw now") == "connecting with *** now");
+}
+
+TEST_CASE("durations parse with units and combinations") {
+  CHECK(config::parse_duration("500ms")->count() == 500);
+  CHECK(config::parse_duration("1h30m")->count() == 5'400'000);
+  CHECK(config::parse_duration("30d")->count() == 30LL * 86'400'000);
+  CHECK(config::parse_duration("0")->count() == 0);
+  CHECK_FALSE(config::parse_duration("10"));
+  CHECK_FALSE(config::parse_duration("5 m"));
+  CHECK_FALSE(config::parse_duration("-5s"));
+}
+
+TEST_CASE("docs/CONFIG.md is the generated reference") {
+  auto doc = test::read_text(std::string(INGESTD_SOURCE_DIR) + "/docs/CONFIG.md");
+  CHECK_MESSAGE(doc == config::render_reference(),
+                "regenerate with: build/ingestd check-config --reference > docs/CONFIG.md");
+}
