@@ -327,6 +327,7 @@ class Loader {
     c.spool_dir = text("spool.dir");
     c.spool_archive_max_age = dur("spool.archive_max_age");
     c.staging_poll_interval = dur("staging.poll_interval");
+    c.staging_workers = integer("staging.workers");
     c.staging_batch_records = integer("staging.batch_records");
     c.staging_purge_after = dur("staging.purge_after");
     c.staging_purge_interval = dur("staging.purge_interval");

@@ -53,6 +53,7 @@ struct Config {
   Duration spool_archive_max_age{};
 
   Duration staging_poll_interval{};
+  std::int64_t staging_workers = 0;
   std::int64_t staging_batch_records = 0;
   Duration staging_purge_after{};
   Duration staging_purge_interval{};

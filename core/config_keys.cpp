@@ -30,6 +30,8 @@ const std::vector<Key>& keys() {
 
       {"staging.poll_interval", Type::duration, "2s", false, false, 50 * ms, 1 * hour, "",
        "How often the stager rescans the spool when no inotify event woke it."},
+      {"staging.workers", Type::integer, "2", false, false, 1, 32, "",
+       "Parallel loaders, each with its own connection and COPY stream (one core each)."},
       {"staging.batch_records", Type::integer, "5000", false, false, 1, 1'000'000, "",
        "Records sent in one COPY; bounds the stager's memory for very large spool files."},
       {"staging.purge_after", Type::duration, "30d", false, false, 1 * minute, 3650 * day, "",

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <charconv>
 #include <cstring>
 
@@ -83,6 +84,18 @@ std::optional<std::string> conninfo_password(std::string_view conninfo) {
   for (auto* o = opts.get(); o->keyword; ++o)
     if (std::strcmp(o->keyword, "password") == 0 && o->val && *o->val) return o->val;
   return std::nullopt;
+}
+
+Connection::Connection(PGconn* c, const StopToken& stop)
+    : conn_(c, &PQfinish), stop_(&stop), serial_([] {
+        static std::atomic<std::uint64_t> next{1};
+        return next++;
+      }()) {
+  // Server NOTICEs (e.g. "relation already exists, skipping") are not errors; keep them out
+  // of stderr, where they would break the one-event-per-line log.
+  if (c)
+    PQsetNoticeProcessor(
+        c, [](void*, const char*) {}, nullptr);
 }
 
 Connection Connection::open(const ConnectOptions& opts, const StopToken& stop) {

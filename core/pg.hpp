@@ -133,9 +133,12 @@ class Connection {
 
   [[nodiscard]] bool healthy() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
   [[nodiscard]] PGconn* raw() const { return conn_.get(); }
+  // Unique per opened connection in this process: session state (temp tables, prepared
+  // statements) belongs to one serial and must be recreated after a reconnect.
+  [[nodiscard]] std::uint64_t serial() const { return serial_; }
 
  private:
-  Connection(PGconn* c, const StopToken& stop) : conn_(c, &PQfinish), stop_(&stop) {}
+  Connection(PGconn* c, const StopToken& stop);
   enum class Want { read, write };
   void wait_socket(Want want);
   void flush();
@@ -145,6 +148,7 @@ class Connection {
 
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
   const StopToken* stop_;
+  std::uint64_t serial_;
 };
 
 // Builds a binary COPY stream (PGCOPY format): header, rows, trailer. Reused across rows to

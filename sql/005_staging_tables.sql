@@ -11,10 +11,13 @@ BEGIN
     END IF;
     EXECUTE format($ddl$
         CREATE TABLE IF NOT EXISTS %I (
-            id                  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            -- Arrival order. Not indexed alone (the due index covers it): every index costs
+            -- each of the millions of rows a COPY brings.
+            id                  bigint      GENERATED ALWAYS AS IDENTITY,
             raw_data            jsonb       NOT NULL,
             external_id         text,         -- NULL when the record has no usable id
-            content_hash        uuid        NOT NULL,  -- md5 of the minified record text
+            -- md5 of the minified record text: one row per distinct content, and the key.
+            content_hash        uuid        PRIMARY KEY,
             fetched_at          timestamptz NOT NULL,
             run_id              text        NOT NULL,
             ledger_id           bigint      NOT NULL,  -- ingestd_spool_ledger.id: the file
@@ -26,8 +29,6 @@ BEGIN
             next_attempt_at     timestamptz NOT NULL DEFAULT now(),
             created_at          timestamptz NOT NULL DEFAULT now()
         )$ddl$, t);
-    EXECUTE format('CREATE UNIQUE INDEX IF NOT EXISTS %I ON %I (content_hash)',
-                   t || '_content_hash', t);
     -- The reconciler's queue: due, unprocessed rows in arrival order.
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (next_attempt_at, id) WHERE NOT processed',
                    t || '_due', t);

@@ -5,8 +5,10 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <functional>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "core/backoff.hpp"
 #include "core/config.hpp"
@@ -21,11 +23,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kFilesPerTurn = 64;
 
-// Wakes the loop as soon as a writer renames a file into incoming/<entity>; the poll interval
+// Wakes a worker as soon as a writer renames a file into incoming/<entity>; the poll interval
 // is only the fallback (e.g. a spool on a file system without inotify).
 class SpoolWatch {
  public:
-  SpoolWatch(const config::Config& cfg) : fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
+  explicit SpoolWatch(const config::Config& cfg) : fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
     for (const auto& e : cfg.entities) {
       auto dir = spool::incoming_dir(cfg.spool_dir, e.name);
       std::filesystem::create_directories(dir);
@@ -50,14 +52,8 @@ class SpoolWatch {
   int fd_;
 };
 
-struct EntityState {
-  Backoff backoff;
-  Clock::time_point next_try{};
-  bool failing = false;
-};
-
-pg::ConnectOptions connect_options(const config::Config& cfg, std::string_view app) {
-  return {cfg.database_url, std::string(app), cfg.database_connect_timeout};
+pg::ConnectOptions connect_options(const config::Config& cfg) {
+  return {cfg.database_url, "ingestd-stager", cfg.database_connect_timeout};
 }
 
 std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const StopToken& stop) {
@@ -66,8 +62,8 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
   for (const auto& e : cfg.entities) {
     std::string table = pg::Identifier("stg_" + e.name).quoted();
     std::string sql = fmt::format(
-        "DELETE FROM {0} WHERE id IN (SELECT id FROM {0} WHERE processed AND processed_at < "
-        "now() - make_interval(secs => $1) ORDER BY processed_at LIMIT $2)",
+        "DELETE FROM {0} WHERE content_hash IN (SELECT content_hash FROM {0} WHERE processed "
+        "AND processed_at < now() - make_interval(secs => $1) ORDER BY processed_at LIMIT $2)",
         table);
     std::int64_t deleted = 0;
     for (;;) {
@@ -82,122 +78,205 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
   return total;
 }
 
-}  // namespace
+// One of staging.workers loops. Each owns a connection and the files whose name hashes to
+// its index, so two workers of one process never race for a file and Postgres gets one COPY
+// stream per worker (one core each). Worker 0 also runs the purge.
+class Worker {
+ public:
+  Worker(const config::Config& cfg, const StopToken& stop, RunMode mode, int index, int count,
+         std::map<std::string, InFlight>& in_flight)
+      : cfg_(cfg),
+        stop_(stop),
+        mode_(mode),
+        index_(index),
+        count_(count),
+        watch_(cfg),
+        db_backoff_(cfg.database_retry_initial, cfg.database_retry_max) {
+    for (const auto& e : cfg.entities)
+      entities_.emplace(e.name,
+                        Entity{FileLoader(cfg, e, stop, in_flight[e.name]),
+                               Backoff(cfg.database_retry_initial, cfg.database_retry_max)});
+  }
 
-std::int64_t purge(const config::Config& config, const StopToken& stop) {
-  auto conn = pg::Connection::open(connect_options(config, "ingestd-stager"), stop);
-  return purge_with(conn, config, stop);
-}
-
-int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* totals_out) {
-  Totals totals;
-  SpoolWatch watch(cfg);
-  Backoff db_backoff(cfg.database_retry_initial, cfg.database_retry_max);
-  std::map<std::string, EntityState> state;
-  for (const auto& e : cfg.entities)
-    state.emplace(e.name, EntityState{Backoff(cfg.database_retry_initial, cfg.database_retry_max)});
-  std::optional<pg::Connection> conn;
-  auto next_purge = Clock::now() + std::chrono::seconds(10);
-  bool any_failed = false;
-
-  sd_notify(0, "READY=1\nSTATUS=staging");
-  log::info("stager.started", "entities={} spool={} mode={}", cfg.entities.size(),
-            log::q(cfg.spool_dir.string()), mode == RunMode::forever ? "forever" : "until_empty");
-
-  while (!stop.stop_requested()) {
-    sd_notify(0, "WATCHDOG=1");
-    if (!conn) {
-      try {
-        conn.emplace(pg::Connection::open(connect_options(cfg, "ingestd-stager"), stop));
-        if (db_backoff.attempts() > 0)
-          log::info("stager.database_back", "after_attempts={}", db_backoff.attempts());
-        db_backoff.reset();
-      } catch (const pg::Error& e) {
-        auto wait = db_backoff.next();
-        log::warn("stager.database_unreachable", "attempt={} retry_in_ms={} error={}",
-                  db_backoff.attempts(), wait.count(), log::q(e.what()));
-        stop.wait_for(wait);
+  // 0: stopped or drained; 1: an entity failed for a reason other than the database.
+  int run() {
+    auto next_purge = Clock::now() + std::chrono::seconds(10);
+    while (!stop_.stop_requested()) {
+      if (index_ == 0) sd_notify(0, "WATCHDOG=1");
+      if (!conn_ && !connect()) continue;
+      Pass pass = stage_pass();
+      if (pass.db_lost) {
+        conn_.reset();
         continue;
       }
+      if (index_ == 0 && Clock::now() >= next_purge) {
+        next_purge = Clock::now() + cfg_.staging_purge_interval;
+        purge_and_prune();
+      }
+      if (mode_ == RunMode::until_empty && !pass.worked && (!pass.waiting || any_failed_)) break;
+      if (!pass.worked) watch_.wait(stop_, cfg_.staging_poll_interval);
     }
+    return any_failed_ ? 1 : 0;
+  }
 
+  [[nodiscard]] const Totals& totals() const { return totals_; }
+
+ private:
+  struct Entity {
+    FileLoader loader;
+    Backoff backoff;
+    Clock::time_point next_try{};
+    bool failing = false;
+  };
+  struct Pass {
     bool worked = false;
-    bool waiting = false;  // files left behind (an entity backing off)
+    bool waiting = false;  // files left behind by an entity that is backing off
     bool db_lost = false;
-    for (const auto& e : cfg.entities) {
-      auto& st = state.at(e.name);
+  };
+
+  bool connect() {
+    try {
+      conn_.emplace(pg::Connection::open(connect_options(cfg_), stop_));
+      if (db_backoff_.attempts() > 0)
+        log::info("stager.database_back", "worker={} after_attempts={}", index_,
+                  db_backoff_.attempts());
+      db_backoff_.reset();
+      return true;
+    } catch (const pg::Error& e) {
+      auto wait = db_backoff_.next();
+      log::warn("stager.database_unreachable", "worker={} attempt={} retry_in_ms={} error={}",
+                index_, db_backoff_.attempts(), wait.count(), log::q(e.what()));
+      stop_.wait_for(wait);
+      return false;
+    }
+  }
+
+  bool mine(const std::filesystem::path& file) const {
+    return count_ == 1 ||
+           std::hash<std::string>{}(file.filename().string()) % static_cast<std::size_t>(count_) ==
+               static_cast<std::size_t>(index_);
+  }
+
+  void entity_failed(const std::string& name, Entity& st, const std::filesystem::path& file,
+                     const std::string& error) {
+    auto wait = st.backoff.next();
+    st.next_try = Clock::now() + wait;
+    st.failing = any_failed_ = true;
+    log::error("stager.entity_failed", "entity={} file={} retry_in_ms={} error={}", name,
+               file.filename().string(), wait.count(), log::q(error));
+  }
+
+  Pass stage_pass() {
+    Pass pass;
+    for (const auto& e : cfg_.entities) {
+      auto& st = entities_.at(e.name);
       if (Clock::now() < st.next_try) {
-        waiting = true;
+        pass.waiting = true;
         continue;
       }
-      FileLoader loader(*conn, cfg, e, stop);
-      int files_this_pass = 0;
-      for (const auto& file : spool::pending(cfg.spool_dir, e.name)) {
-        if (stop.stop_requested()) break;
-        // Take turns: a backlog in one entity must not hold back the others.
-        if (++files_this_pass > kFilesPerTurn) {
-          worked = true;
+      int files = 0;
+      for (const auto& file : spool::pending(cfg_.spool_dir, e.name)) {
+        if (stop_.stop_requested()) return pass;
+        if (!mine(file)) continue;
+        if (++files > kFilesPerTurn) {  // take turns: one backlog must not hold the others
+          pass.worked = true;
           break;
         }
         try {
-          loader.load(file, totals);
-          worked = true;
+          st.loader.load(*conn_, file, totals_);
+          pass.worked = true;
           if (st.failing) log::info("stager.entity_recovered", "entity={}", e.name);
           st.failing = false;
           st.backoff.reset();
         } catch (const FileLoader::Interrupted&) {
           log::info("stager.file_rolled_back", "entity={} file={} reason=shutdown", e.name,
                     file.filename().string());
-          break;
+          return pass;
         } catch (const pg::Error& err) {
           if (err.retryable()) {
-            log::warn("stager.database_lost", "entity={} file={} error={}", e.name,
-                      file.filename().string(), log::q(err.what()));
-            db_lost = true;
-            break;
+            log::warn("stager.database_lost", "worker={} entity={} file={} error={}", index_,
+                      e.name, file.filename().string(), log::q(err.what()));
+            pass.db_lost = true;
+            return pass;
           }
-          auto wait = st.backoff.next();
-          st.next_try = Clock::now() + wait;
-          st.failing = any_failed = waiting = true;
-          log::error("stager.entity_failed", "entity={} file={} retry_in_ms={} error={}", e.name,
-                     file.filename().string(), wait.count(), log::q(err.what()));
+          entity_failed(e.name, st, file, err.what());
+          pass.waiting = true;
           break;
         } catch (const std::exception& err) {
-          auto wait = st.backoff.next();
-          st.next_try = Clock::now() + wait;
-          st.failing = any_failed = waiting = true;
-          log::error("stager.entity_failed", "entity={} file={} retry_in_ms={} error={}", e.name,
-                     file.filename().string(), wait.count(), log::q(err.what()));
+          entity_failed(e.name, st, file, err.what());
+          pass.waiting = true;
           break;
         }
       }
-      if (db_lost) break;
     }
-    if (db_lost) {
-      conn.reset();
-      continue;
-    }
-
-    if (Clock::now() >= next_purge) {
-      next_purge = Clock::now() + cfg.staging_purge_interval;
-      try {
-        totals.purged += purge_with(*conn, cfg, stop);
-        for (const auto& e : cfg.entities)
-          spool::prune_archive(cfg.spool_dir, e.name, cfg.spool_archive_max_age,
-                               std::chrono::system_clock::now());
-      } catch (const pg::Error& err) {
-        log::warn("stager.purge_failed", "error={}", log::q(err.what()));
-        if (err.retryable()) conn.reset();
-      }
-    }
-
-    if (mode == RunMode::until_empty && !worked) {
-      if (!waiting) break;
-      if (any_failed) break;  // a non-database error will not fix itself within this call
-    }
-    if (!worked) watch.wait(stop, cfg.staging_poll_interval);
+    return pass;
   }
 
+  void purge_and_prune() {
+    try {
+      totals_.purged += purge_with(*conn_, cfg_, stop_);
+      for (const auto& e : cfg_.entities)
+        spool::prune_archive(cfg_.spool_dir, e.name, cfg_.spool_archive_max_age,
+                             std::chrono::system_clock::now());
+    } catch (const pg::Error& err) {
+      log::warn("stager.purge_failed", "error={}", log::q(err.what()));
+      if (err.retryable()) conn_.reset();
+    }
+  }
+
+  const config::Config& cfg_;
+  const StopToken& stop_;
+  RunMode mode_;
+  int index_;
+  int count_;
+  SpoolWatch watch_;
+  Backoff db_backoff_;
+  std::map<std::string, Entity> entities_;
+  std::optional<pg::Connection> conn_;
+  Totals totals_;
+  bool any_failed_ = false;
+};
+
+void add(Totals& into, const Totals& t) {
+  into.files_loaded += t.files_loaded;
+  into.files_replayed += t.files_replayed;
+  into.files_quarantined += t.files_quarantined;
+  into.run_ends += t.run_ends;
+  into.records += t.records;
+  into.staged += t.staged;
+  into.duplicates += t.duplicates;
+  into.flagged += t.flagged;
+  into.purged += t.purged;
+}
+
+}  // namespace
+
+std::int64_t purge(const config::Config& config, const StopToken& stop) {
+  auto conn = pg::Connection::open(connect_options(config), stop);
+  return purge_with(conn, config, stop);
+}
+
+int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* totals_out) {
+  int count = static_cast<int>(cfg.staging_workers);
+  std::map<std::string, InFlight> in_flight;  // shared by the workers, per entity
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < count; ++i)
+    workers.push_back(std::make_unique<Worker>(cfg, stop, mode, i, count, in_flight));
+
+  sd_notify(0, "READY=1\nSTATUS=staging");
+  log::info("stager.started", "entities={} workers={} spool={} mode={}", cfg.entities.size(), count,
+            log::q(cfg.spool_dir.string()), mode == RunMode::forever ? "forever" : "until_empty");
+
+  std::vector<int> codes(workers.size(), 0);
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 1; i < workers.size(); ++i)
+      threads.emplace_back([&, i] { codes[i] = workers[i]->run(); });
+    codes[0] = workers[0]->run();
+  }
+
+  Totals totals;
+  for (const auto& w : workers) add(totals, w->totals());
   sd_notify(0, "STOPPING=1");
   log::info("stager.stopped",
             "files_loaded={} files_replayed={} files_quarantined={} run_ends={} records={} "
@@ -205,7 +284,7 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
             totals.files_loaded, totals.files_replayed, totals.files_quarantined, totals.run_ends,
             totals.records, totals.staged, totals.duplicates, totals.flagged, totals.purged);
   if (totals_out) *totals_out = totals;
-  return any_failed ? 1 : 0;
+  return *std::max_element(codes.begin(), codes.end());
 }
 
 }  // namespace ingestd::staging

@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "core/migrations.hpp"
@@ -179,4 +180,31 @@ TEST_CASE("the database password appears in no log line - even when the connecti
   auto log = child.log_text();
   CHECK(log.find("stager.database_unreachable") != std::string::npos);
   CHECK(log.find(password) == std::string::npos);
+}
+
+TEST_CASE("two workers staging overlapping content never collide and stage each content once") {
+  ProcFixture f;
+  // 40 pages drawn from a pool of 3,000 records: most content appears in several pages that
+  // the two workers load at the same time.
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> pick(0, 2999);
+  std::set<int> distinct;
+  for (int p = 0; p < 40; ++p) {
+    std::vector<std::string> recs;
+    for (int i = 0; i < 400; ++i) {
+      int id = pick(rng);
+      distinct.insert(id);
+      recs.push_back(fmt::format(R"({{"id":"tme_{}","v":1}})", id));
+    }
+    test::spool_page(f.spool, "timeline_entries", recs, p);
+  }
+  test::Child once({"stage", "--once", "--config", f.cfg_path}, f.dir.path() / "once.log");
+  REQUIRE(once.wait(60s) == 0);
+  CHECK(f.staged() == static_cast<std::int64_t>(distinct.size()));
+  CHECK(f.db.count("SELECT sum(staged) FROM ingestd_spool_ledger") ==
+        static_cast<std::int64_t>(distinct.size()));
+  CHECK(f.db.count("SELECT sum(staged + duplicates) FROM ingestd_spool_ledger") == 40 * 400);
+  auto log = once.log_text();
+  CHECK(log.find("workers=2") != std::string::npos);
+  CHECK(log.find("conflict_retry") == std::string::npos);
 }
