@@ -328,6 +328,7 @@ class Loader {
     c.spool_archive_max_age = dur("spool.archive_max_age");
     c.staging_poll_interval = dur("staging.poll_interval");
     c.staging_workers = integer("staging.workers");
+    c.staging_files_per_transaction = integer("staging.files_per_transaction");
     c.staging_batch_records = integer("staging.batch_records");
     c.staging_purge_after = dur("staging.purge_after");
     c.staging_purge_interval = dur("staging.purge_interval");

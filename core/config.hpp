@@ -54,6 +54,7 @@ struct Config {
 
   Duration staging_poll_interval{};
   std::int64_t staging_workers = 0;
+  std::int64_t staging_files_per_transaction = 0;
   std::int64_t staging_batch_records = 0;
   Duration staging_purge_after{};
   Duration staging_purge_interval{};

@@ -32,8 +32,11 @@ const std::vector<Key>& keys() {
        "How often the stager rescans the spool when no inotify event woke it."},
       {"staging.workers", Type::integer, "2", false, false, 1, 32, "",
        "Parallel loaders, each with its own connection and COPY stream (one core each)."},
+      {"staging.files_per_transaction", Type::integer, "16", false, false, 1, 1000, "",
+       "Spool files staged in one transaction, each with its own ledger row (spares commit "
+       "and round-trip costs when pages are small)."},
       {"staging.batch_records", Type::integer, "5000", false, false, 1, 1'000'000, "",
-       "Records sent in one COPY; bounds the stager's memory for very large spool files."},
+       "Records checked and sent per COPY statement within a transaction."},
       {"staging.purge_after", Type::duration, "30d", false, false, 1 * minute, 3650 * day, "",
        "Processed staging rows older than this are deleted."},
       {"staging.purge_interval", Type::duration, "1h", false, false, 1 * sec, 7 * day, "",

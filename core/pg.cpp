@@ -41,6 +41,25 @@ bool Identifier::valid(std::string_view name) {
   return true;
 }
 
+std::string array_literal(const std::vector<Param>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    if (!values[i]) {
+      out += "NULL";
+      continue;
+    }
+    out += '"';
+    for (char c : *values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
 std::int64_t Result::get_int(int row, int col) const {
   auto s = get(row, col);
   std::int64_t v = 0;

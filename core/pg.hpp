@@ -79,6 +79,10 @@ using Param = std::optional<std::string>;
   return v;
 }
 
+// A text-format array literal ({"a","b",NULL}) for `= ANY($1::text[])` or unnest($1::text[]):
+// many values in one parameter, every element quoted and escaped.
+[[nodiscard]] std::string array_literal(const std::vector<Param>& values);
+
 class Result {
  public:
   explicit Result(PGresult* r) : r_(r, &PQclear) {}

@@ -16,12 +16,12 @@
 #include "core/pg.hpp"
 #include "core/spool.hpp"
 #include "core/stop.hpp"
-#include "staging/file_loader.hpp"
+#include "staging/batch_loader.hpp"
 
 namespace ingestd::staging {
 namespace {
 using Clock = std::chrono::steady_clock;
-constexpr int kFilesPerTurn = 64;
+constexpr std::size_t kFilesPerTurn = 256;
 
 // Wakes a worker as soon as a writer renames a file into incoming/<entity>; the poll interval
 // is only the fallback (e.g. a spool on a file system without inotify).
@@ -94,7 +94,7 @@ class Worker {
         db_backoff_(cfg.database_retry_initial, cfg.database_retry_max) {
     for (const auto& e : cfg.entities)
       entities_.emplace(e.name,
-                        Entity{FileLoader(cfg, e, stop, in_flight[e.name]),
+                        Entity{BatchLoader(cfg, e, stop, in_flight[e.name]),
                                Backoff(cfg.database_retry_initial, cfg.database_retry_max)});
   }
 
@@ -123,7 +123,7 @@ class Worker {
 
  private:
   struct Entity {
-    FileLoader loader;
+    BatchLoader loader;
     Backoff backoff;
     Clock::time_point next_try{};
     bool failing = false;
@@ -174,36 +174,43 @@ class Worker {
         pass.waiting = true;
         continue;
       }
-      int files = 0;
-      for (const auto& file : spool::pending(cfg_.spool_dir, e.name)) {
+      std::vector<std::filesystem::path> mine_now;
+      for (auto& file : spool::pending(cfg_.spool_dir, e.name))
+        if (mine(file)) mine_now.push_back(std::move(file));
+      // Take turns: a backlog in one entity must not hold back the others.
+      if (mine_now.size() > kFilesPerTurn) {
+        mine_now.resize(kFilesPerTurn);
+        pass.worked = true;
+      }
+      std::size_t per_txn = static_cast<std::size_t>(cfg_.staging_files_per_transaction);
+      for (std::size_t start = 0; start < mine_now.size(); start += per_txn) {
         if (stop_.stop_requested()) return pass;
-        if (!mine(file)) continue;
-        if (++files > kFilesPerTurn) {  // take turns: one backlog must not hold the others
-          pass.worked = true;
-          break;
-        }
+        std::vector<std::filesystem::path> batch(
+            mine_now.begin() + static_cast<std::ptrdiff_t>(start),
+            mine_now.begin() +
+                static_cast<std::ptrdiff_t>(std::min(mine_now.size(), start + per_txn)));
         try {
-          st.loader.load(*conn_, file, totals_);
+          st.loader.load(*conn_, batch, totals_);
           pass.worked = true;
           if (st.failing) log::info("stager.entity_recovered", "entity={}", e.name);
           st.failing = false;
           st.backoff.reset();
-        } catch (const FileLoader::Interrupted&) {
-          log::info("stager.file_rolled_back", "entity={} file={} reason=shutdown", e.name,
-                    file.filename().string());
+        } catch (const BatchLoader::Interrupted&) {
+          log::info("stager.batch_rolled_back", "entity={} files={} reason=shutdown", e.name,
+                    batch.size());
           return pass;
         } catch (const pg::Error& err) {
           if (err.retryable()) {
-            log::warn("stager.database_lost", "worker={} entity={} file={} error={}", index_,
-                      e.name, file.filename().string(), log::q(err.what()));
+            log::warn("stager.database_lost", "worker={} entity={} error={}", index_, e.name,
+                      log::q(err.what()));
             pass.db_lost = true;
             return pass;
           }
-          entity_failed(e.name, st, file, err.what());
+          entity_failed(e.name, st, batch.front(), err.what());
           pass.waiting = true;
           break;
         } catch (const std::exception& err) {
-          entity_failed(e.name, st, file, err.what());
+          entity_failed(e.name, st, batch.front(), err.what());
           pass.waiting = true;
           break;
         }

@@ -25,8 +25,9 @@ struct ProcFixture {
   fs::path spool = dir.path() / "spool";
   std::string cfg_path;
 
-  explicit ProcFixture(std::string admin = test::admin_url()) : db(std::move(admin)) {
-    auto cfg = test::write_config(dir.path(), {db.url(), spool});
+  explicit ProcFixture(std::string admin = test::admin_url(), std::string extra = "")
+      : db(std::move(admin)) {
+    auto cfg = test::write_config(dir.path(), {db.url(), spool, {"timeline_entries"}, "id", extra});
     cfg_path = (dir.path() / "ingestd.yaml").string();
     auto conn = db.connect();
     (void)migrations::migrate(conn, cfg);
@@ -67,20 +68,25 @@ TEST_CASE("SIGKILL at each point of a file's load - then restart: every record s
   for (const char* point :
        {"stager.after_ledger", "stager.mid_copy", "stager.before_commit", "stager.after_commit"}) {
     CAPTURE(point);
-    ProcFixture f;
+    // One worker, two files per transaction: three files make two transactions, and the
+    // failpoint fires in the second, after the first has committed.
+    ProcFixture f(test::admin_url(), "staging: {workers: 1, files_per_transaction: 2}\n");
     auto expected = f.write_pages(3, 500);
-    // The failpoint fires on the 2nd file, so one file is fully done before the kill.
     auto victim = f.start("killed.log", {{"INGESTD_FAILPOINTS", std::string(point) + ":2"}});
     auto status = victim->wait(30s);
     REQUIRE(status);
     CHECK(*status == 128 + SIGKILL);
-    CHECK_FALSE(f.drained());
+    // The first transaction's two files are archived; the third is still waiting (after
+    // stager.after_commit it is committed but not moved: the restart must see a replay).
+    CHECK(spool::pending(f.spool, "timeline_entries").size() == 1);
     auto survivor = f.start("restart.log");
     REQUIRE(survivor->wait_for_log("event=stager.started", 10s));
     REQUIRE(test::eventually([&] { return f.drained(); }, 30s));
     survivor->signal(SIGTERM);
     CHECK(survivor->wait(10s) == 0);
     f.check_exactly_once(expected, 3);
+    bool replayed = survivor->log_text().find("stager.file_replayed") != std::string::npos;
+    CHECK(replayed == (std::string(point) == "stager.after_commit"));
   }
 }
 

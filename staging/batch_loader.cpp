@@ -1,0 +1,335 @@
+#include "staging/batch_loader.hpp"
+
+#include <chrono>
+#include <fstream>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/failpoint.hpp"
+#include "core/log.hpp"
+#include "core/stop.hpp"
+
+namespace ingestd::staging {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kCopyFlushBytes = 1 << 20;
+constexpr int kMaxConflictRetries = 5;
+
+std::optional<std::string> read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string bytes;
+  in.seekg(0, std::ios::end);
+  bytes.resize(static_cast<std::size_t>(in.tellg()));
+  in.seekg(0);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return bytes;
+}
+
+}  // namespace
+
+BatchLoader::BatchLoader(const config::Config& config, const config::Entity& entity,
+                         const StopToken& stop, InFlight& in_flight)
+    : config_(config),
+      entity_(entity),
+      stop_(stop),
+      in_flight_(in_flight),
+      table_(pg::Identifier("stg_" + entity.name).quoted()),
+      id_path_(spool::split_path(entity.id_path)),
+      check_sql_(
+          fmt::format("SELECT replace(content_hash::text, '-', '') FROM {} WHERE content_hash = "
+                      "ANY($1::uuid[])",
+                      table_)),
+      copy_sql_(fmt::format("COPY {} (raw_data, external_id, content_hash, fetched_at, run_id, "
+                            "ledger_id, invalid_reason) FROM STDIN (FORMAT binary)",
+                            table_)) {}
+
+void BatchLoader::rollback() noexcept {
+  try {
+    if (conn_->healthy()) conn_->exec_script("ROLLBACK");
+  } catch (const std::exception&) {
+    // The connection is being dropped by the caller anyway.
+  }
+}
+
+void BatchLoader::load(pg::Connection& conn, const std::vector<fs::path>& files, Totals& totals) {
+  conn_ = &conn;
+  auto started = std::chrono::steady_clock::now();
+  read_files(files, totals);
+  if (files_.empty()) return;
+  Path path = Path::copy;
+  for (int attempt_no = 0;; ++attempt_no) {
+    try {
+      attempt(path);
+      break;
+    } catch (const pg::Error& e) {
+      if (e.data_error() && path == Path::copy) {
+        // A record Postgres will not take as jsonb (e.g. a number beyond numeric's range)
+        // failed the whole COPY. Load the batch again row by row: that row is kept as text
+        // and flagged, the others are staged normally.
+        log::warn("stager.row_by_row", "entity={} files={} error={}", entity_.name, files_.size(),
+                  log::q(e.what()));
+        path = Path::row_by_row;
+        continue;
+      }
+      bool conflict = e.unique_violation() || e.sqlstate() == "40P01" || e.sqlstate() == "40001";
+      if (conflict && attempt_no < kMaxConflictRetries) {
+        // A stager in another process staged the same content meanwhile (or a deadlock with
+        // it): the transaction was rolled back whole; the next attempt sees that content.
+        log::warn("stager.conflict_retry", "entity={} files={} sqlstate={}", entity_.name,
+                  files_.size(), e.sqlstate());
+        continue;
+      }
+      throw;
+    }
+  }
+  finish(totals, started);
+}
+
+// Parses every file of the batch once; retries reuse the rows. A file that is not a spool
+// document is quarantined here, in its own transaction, and leaves the batch.
+void BatchLoader::read_files(const std::vector<fs::path>& paths, Totals& totals) {
+  files_.clear();
+  rows_.clear();
+  for (const auto& path : paths) {
+    auto bytes = read_file(path);
+    if (!bytes) continue;  // another stager archived it meanwhile
+    File f{path, nullptr, bytes->size()};
+    try {
+      f.reader = std::make_unique<spool::PageReader>(parser_, std::move(*bytes));
+    } catch (const spool::FormatError& e) {
+      ++totals.files_quarantined;
+      quarantine(path, {}, e.what());
+      continue;
+    }
+    const auto& meta = f.reader->meta();
+    if (meta.entity != entity_.name) {
+      ++totals.files_quarantined;
+      quarantine(path, f.reader->original(),
+                 fmt::format("the file says entity '{}' but lies in incoming/{}", meta.entity,
+                             entity_.name));
+      continue;
+    }
+    spool::Record rec;
+    while (f.reader->next(rec, id_path_)) {
+      ++f.counts.records;
+      rows_.push_back({rec.json, std::move(rec.external_id), std::move(rec.invalid_reason),
+                       md5(rec.json), files_.size()});
+    }
+    files_.push_back(std::move(f));
+  }
+}
+
+// One transaction: the ledger rows (the exactly-once gate), the records, the ledger counts.
+void BatchLoader::attempt(Path path) {
+  std::optional<InFlight::Claim> claim;  // released only after COMMIT or ROLLBACK
+  for (auto& f : files_) f.counts = Counts{f.counts.records};
+  conn_->exec_script("BEGIN");
+  try {
+    claim_ledger_rows();
+    failpoint("stager.after_ledger");
+    for (const auto& f : files_) {
+      const auto& m = f.reader->meta();
+      if (f.ledger_id == 0 || m.kind != spool::Kind::run_end) continue;
+      conn_->query(
+          "INSERT INTO ingestd_fetch_runs (entity, run_id, source, mode, pages, records, "
+          "completed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+          entity_.name, m.run_id, m.source, m.mode, m.pages, m.records,
+          format_rfc3339(m.fetched_at));
+    }
+    stage_records(path, claim);
+    write_ledger_counts();
+    failpoint("stager.before_commit");
+    conn_->exec_script("COMMIT");
+    failpoint("stager.after_commit");
+  } catch (...) {
+    rollback();
+    throw;
+  }
+}
+
+void BatchLoader::claim_ledger_rows() {
+  std::vector<pg::Param> names, outcomes, sources, runs, modes, pages, bytes, fetched;
+  for (auto& f : files_) {
+    const auto& m = f.reader->meta();
+    f.ledger_id = 0;
+    names.push_back(f.path.filename().string());
+    outcomes.push_back(m.kind == spool::Kind::page ? "loaded" : "run_end");
+    sources.push_back(m.source);
+    runs.push_back(m.run_id);
+    modes.push_back(m.mode.empty() ? pg::Param{} : pg::param(m.mode));
+    pages.push_back(std::to_string(m.page));
+    bytes.push_back(std::to_string(f.bytes));
+    fetched.push_back(format_rfc3339(m.fetched_at));
+  }
+  // The primary key (entity, file_name) is the gate: a file already in the ledger (a
+  // replay) returns no row, and a second stager on the same file waits here for the first.
+  auto r = conn_->query(
+      "INSERT INTO ingestd_spool_ledger (entity, file_name, outcome, source, run_id, mode, "
+      "page, bytes, fetched_at) SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[], "
+      "$5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::timestamptz[]) AS u "
+      "ON CONFLICT (entity, file_name) DO NOTHING RETURNING file_name, id",
+      entity_.name, pg::array_literal(names), pg::array_literal(outcomes),
+      pg::array_literal(sources), pg::array_literal(runs), pg::array_literal(modes),
+      pg::array_literal(pages), pg::array_literal(bytes), pg::array_literal(fetched));
+  std::map<std::string, std::int64_t, std::less<>> ids;
+  for (int i = 0; i < r.rows(); ++i) ids.emplace(std::string(r.get(i, 0)), r.get_int(i, 1));
+  for (auto& f : files_)
+    if (auto it = ids.find(f.path.filename().string()); it != ids.end()) f.ledger_id = it->second;
+}
+
+// Drops content repeated inside the batch, claims the rest against this process's other
+// workers, stages first what no earlier load is staging, then the remainder in turn.
+void BatchLoader::stage_records(Path path, std::optional<InFlight::Claim>& claim) {
+  std::unordered_set<Digest, DigestHash> seen;
+  std::vector<const Row*> candidates;
+  std::vector<Digest> digests;
+  for (const auto& row : rows_) {
+    auto& f = files_[row.file];
+    if (f.ledger_id == 0) continue;  // a replayed file: staged before
+    if (!seen.insert(row.digest).second) {
+      ++f.counts.duplicates;
+      continue;
+    }
+    candidates.push_back(&row);
+    digests.push_back(row.digest);
+  }
+  std::vector<bool> first;
+  claim.emplace(in_flight_.claim(digests, first));
+  std::vector<const Row*> now, later;
+  for (std::size_t i = 0; i < candidates.size(); ++i)
+    (first[i] ? now : later).push_back(candidates[i]);
+  stage_rows(now, path);
+  for (const Row* r : later) claim->wait_turn(r->digest);
+  stage_rows(later, path);
+}
+
+// Stages `rows` in batches of staging.batch_records; content already in stg_ is a duplicate.
+void BatchLoader::stage_rows(std::vector<const Row*>& rows, Path path) {
+  std::size_t batch = static_cast<std::size_t>(config_.staging_batch_records);
+  for (std::size_t start = 0; start < rows.size(); start += batch) {
+    if (stop_.stop_requested()) throw Interrupted();
+    std::vector<const Row*> part(
+        rows.begin() + static_cast<std::ptrdiff_t>(start),
+        rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), start + batch)));
+    if (path == Path::row_by_row) {
+      insert_row_by_row(part);
+      continue;
+    }
+    // One round trip asks the unique index which contents an earlier file staged.
+    std::vector<pg::Param> hashes;
+    hashes.reserve(part.size());
+    for (const Row* r : part) hashes.push_back(r->digest.hex());
+    auto existing = conn_->query(check_sql_, pg::array_literal(hashes));
+    if (existing.rows() > 0) {
+      std::unordered_set<std::string_view> known;
+      for (int i = 0; i < existing.rows(); ++i) known.insert(existing.get(i, 0));
+      std::erase_if(part, [&](const Row* r) {
+        bool dup = known.count(r->digest.hex()) > 0;
+        if (dup) ++files_[r->file].counts.duplicates;
+        return dup;
+      });
+    }
+    copy_rows(part);
+  }
+}
+
+// Binary COPY straight into stg_<entity>.
+void BatchLoader::copy_rows(const std::vector<const Row*>& rows) {
+  if (rows.empty()) return;
+  conn_->copy_begin(copy_sql_);
+  try {
+    copy_ = pg::BinaryCopyWriter();  // each COPY stream starts with the PGCOPY header
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Row* r = rows[i];
+      auto& f = files_[r->file];
+      const auto& meta = f.reader->meta();
+      copy_.begin_row(7);
+      copy_.add_jsonb(r->json);
+      if (r->external_id)
+        copy_.add_text(*r->external_id);
+      else
+        copy_.add_null();
+      copy_.add_uuid(r->digest.bytes);
+      copy_.add_int64(pg::pg_epoch_micros(meta.fetched_at));
+      copy_.add_text(meta.run_id);
+      copy_.add_int64(f.ledger_id);
+      if (r->invalid_reason.empty()) {
+        copy_.add_null();
+      } else {
+        copy_.add_text(r->invalid_reason);
+        ++f.counts.flagged;
+      }
+      ++f.counts.staged;
+      if (copy_.size() >= kCopyFlushBytes) {
+        conn_->copy_put(copy_.data());
+        copy_.clear();
+      }
+      if (i == rows.size() / 2) failpoint("stager.mid_copy");
+    }
+    copy_.finish();
+    conn_->copy_put(copy_.data());
+    copy_.clear();
+    conn_->copy_end();
+  } catch (const pg::Error&) {
+    conn_->copy_abort("stager error");
+    throw;
+  }
+}
+
+void BatchLoader::write_ledger_counts() {
+  std::vector<pg::Param> ids, records, staged, duplicates, flagged;
+  for (const auto& f : files_) {
+    if (f.ledger_id == 0 || f.reader->meta().kind != spool::Kind::page) continue;
+    ids.push_back(std::to_string(f.ledger_id));
+    records.push_back(std::to_string(f.counts.records));
+    staged.push_back(std::to_string(f.counts.staged));
+    duplicates.push_back(std::to_string(f.counts.duplicates));
+    flagged.push_back(std::to_string(f.counts.flagged));
+  }
+  if (ids.empty()) return;
+  conn_->query(
+      "UPDATE ingestd_spool_ledger l SET records = u.r, staged = u.s, duplicates = u.d, "
+      "flagged = u.f FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[]) "
+      "AS u(id, r, s, d, f) WHERE l.id = u.id",
+      pg::array_literal(ids), pg::array_literal(records), pg::array_literal(staged),
+      pg::array_literal(duplicates), pg::array_literal(flagged));
+}
+
+// After COMMIT: every file of the batch leaves incoming/ (a replay too: it is in the ledger).
+void BatchLoader::finish(Totals& totals, std::chrono::steady_clock::time_point started) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started)
+                .count();
+  auto day = std::chrono::system_clock::now();
+  for (const auto& f : files_) {
+    spool::move_to(f.path, spool::archive_dir(config_.spool_dir, entity_.name, day));
+    const auto& m = f.reader->meta();
+    std::string name = f.path.filename().string();
+    if (f.ledger_id == 0) {
+      ++totals.files_replayed;
+      log::info("stager.file_replayed", "entity={} file={} reason={}", entity_.name, name,
+                log::q("already in the ledger"));
+    } else if (m.kind == spool::Kind::run_end) {
+      ++totals.run_ends;
+      log::info("stager.run_end", "entity={} run_id={} mode={} pages={} records={}", entity_.name,
+                m.run_id, m.mode, m.pages, m.records);
+    } else {
+      ++totals.files_loaded;
+      totals.records += f.counts.records;
+      totals.staged += f.counts.staged;
+      totals.duplicates += f.counts.duplicates;
+      totals.flagged += f.counts.flagged;
+      log::info("stager.file_loaded",
+                "entity={} file={} records={} staged={} duplicates={} flagged={} batch_files={} "
+                "batch_ms={}",
+                entity_.name, name, f.counts.records, f.counts.staged, f.counts.duplicates,
+                f.counts.flagged, files_.size(), ms);
+    }
+  }
+}
+
+}  // namespace ingestd::staging
