@@ -32,11 +32,12 @@ std::optional<std::string> read_file(const fs::path& p) {
 }  // namespace
 
 BatchLoader::BatchLoader(const config::Config& config, const config::Entity& entity,
-                         const StopToken& stop, InFlight& in_flight)
+                         const StopToken& stop, InFlight& in_flight, KnownFilter& known)
     : config_(config),
       entity_(entity),
       stop_(stop),
       in_flight_(in_flight),
+      known_(known),
       table_(pg::Identifier("stg_" + entity.name).quoted()),
       id_path_(spool::split_path(entity.id_path)),
       check_sql_(
@@ -61,6 +62,7 @@ void BatchLoader::load(pg::Connection& conn, const std::vector<fs::path>& files,
   read_files(files, totals);
   if (files_.empty()) return;
   Path path = Path::copy;
+  check_all_ = false;
   for (int attempt_no = 0;; ++attempt_no) {
     try {
       attempt(path);
@@ -81,6 +83,7 @@ void BatchLoader::load(pg::Connection& conn, const std::vector<fs::path>& files,
         // it): the transaction was rolled back whole; the next attempt sees that content.
         log::warn("stager.conflict_retry", "entity={} files={} sqlstate={}", entity_.name,
                   files_.size(), e.sqlstate());
+        check_all_ = true;  // the known-content filter cannot know the other process's rows
         continue;
       }
       throw;
@@ -216,23 +219,27 @@ void BatchLoader::stage_rows(std::vector<const Row*>& rows, Path path) {
         rows.begin() + static_cast<std::ptrdiff_t>(start),
         rows.begin() + static_cast<std::ptrdiff_t>(std::min(rows.size(), start + batch)));
     if (path == Path::row_by_row) {
+      for (const Row* r : part) known_.add(r->digest);
       insert_row_by_row(part);
       continue;
     }
-    // One round trip asks the unique index which contents an earlier file staged.
+    // One round trip asks the unique index which contents an earlier file staged, for the
+    // hashes the known-content filter cannot rule out.
     std::vector<pg::Param> hashes;
-    hashes.reserve(part.size());
-    for (const Row* r : part) hashes.push_back(r->digest.hex());
-    auto existing = conn_->query(check_sql_, pg::array_literal(hashes));
-    if (existing.rows() > 0) {
+    for (const Row* r : part)
+      if (check_all_ || known_.maybe_contains(r->digest)) hashes.push_back(r->digest.hex());
+    auto existing = hashes.empty() ? std::optional<pg::Result>{}
+                                   : conn_->query(check_sql_, pg::array_literal(hashes));
+    if (existing && existing->rows() > 0) {
       std::unordered_set<std::string_view> known;
-      for (int i = 0; i < existing.rows(); ++i) known.insert(existing.get(i, 0));
+      for (int i = 0; i < existing->rows(); ++i) known.insert(existing->get(i, 0));
       std::erase_if(part, [&](const Row* r) {
         bool dup = known.count(r->digest.hex()) > 0;
         if (dup) ++files_[r->file].counts.duplicates;
         return dup;
       });
     }
+    for (const Row* r : part) known_.add(r->digest);
     copy_rows(part);
   }
 }

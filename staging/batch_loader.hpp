@@ -19,6 +19,7 @@
 #include "core/pg.hpp"
 #include "core/spool.hpp"
 #include "staging/in_flight.hpp"
+#include "staging/known_filter.hpp"
 #include "staging/stager.hpp"
 
 namespace ingestd::staging {
@@ -26,7 +27,7 @@ namespace ingestd::staging {
 class BatchLoader {
  public:
   BatchLoader(const config::Config& config, const config::Entity& entity, const StopToken& stop,
-              InFlight& in_flight);
+              InFlight& in_flight, KnownFilter& known);
 
   // Stages `files`. Throws pg::Error on database failures (the transaction is rolled back,
   // the files stay in incoming/) and Interrupted when a stop was requested mid-batch.
@@ -74,7 +75,9 @@ class BatchLoader {
   const config::Entity& entity_;
   const StopToken& stop_;
   InFlight& in_flight_;
-  std::string table_;  // quoted stg_<entity>
+  KnownFilter& known_;
+  bool check_all_ = false;  // this batch: ask the database about every hash
+  std::string table_;       // quoted stg_<entity>
   std::vector<std::string> id_path_;
   std::string check_sql_;
   std::string copy_sql_;

@@ -84,7 +84,7 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
 class Worker {
  public:
   Worker(const config::Config& cfg, const StopToken& stop, RunMode mode, int index, int count,
-         std::map<std::string, InFlight>& in_flight)
+         std::map<std::string, InFlight>& in_flight, std::map<std::string, KnownFilter>& known)
       : cfg_(cfg),
         stop_(stop),
         mode_(mode),
@@ -94,7 +94,8 @@ class Worker {
         db_backoff_(cfg.database_retry_initial, cfg.database_retry_max) {
     for (const auto& e : cfg.entities)
       entities_.emplace(e.name,
-                        Entity{BatchLoader(cfg, e, stop, in_flight[e.name]),
+                        Entity{BatchLoader(cfg, e, stop, in_flight[e.name], known[e.name]),
+                               &known[e.name], pg::Identifier("stg_" + e.name).quoted(),
                                Backoff(cfg.database_retry_initial, cfg.database_retry_max)});
   }
 
@@ -124,6 +125,8 @@ class Worker {
  private:
   struct Entity {
     BatchLoader loader;
+    KnownFilter* known;
+    std::string table;
     Backoff backoff;
     Clock::time_point next_try{};
     bool failing = false;
@@ -190,6 +193,7 @@ class Worker {
             mine_now.begin() +
                 static_cast<std::ptrdiff_t>(std::min(mine_now.size(), start + per_txn)));
         try {
+          st.known->build_once(*conn_, st.table);
           st.loader.load(*conn_, batch, totals_);
           pass.worked = true;
           if (st.failing) log::info("stager.entity_recovered", "entity={}", e.name);
@@ -265,10 +269,12 @@ std::int64_t purge(const config::Config& config, const StopToken& stop) {
 
 int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* totals_out) {
   int count = static_cast<int>(cfg.staging_workers);
-  std::map<std::string, InFlight> in_flight;  // shared by the workers, per entity
+  // Shared by the workers, per entity.
+  std::map<std::string, InFlight> in_flight;
+  std::map<std::string, KnownFilter> known;
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < count; ++i)
-    workers.push_back(std::make_unique<Worker>(cfg, stop, mode, i, count, in_flight));
+    workers.push_back(std::make_unique<Worker>(cfg, stop, mode, i, count, in_flight, known));
 
   sd_notify(0, "READY=1\nSTATUS=staging");
   log::info("stager.started", "entities={} workers={} spool={} mode={}", cfg.entities.size(), count,

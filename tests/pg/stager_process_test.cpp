@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "core/hash.hpp"
 #include "core/migrations.hpp"
 #include "core/spool.hpp"
 #include "tests/support/support.hpp"
@@ -213,4 +214,29 @@ TEST_CASE("two workers staging overlapping content never collide and stage each 
   auto log = once.log_text();
   CHECK(log.find("workers=2") != std::string::npos);
   CHECK(log.find("conflict_retry") == std::string::npos);
+}
+
+TEST_CASE("content staged behind the stager's back by another process is still staged once") {
+  ProcFixture f;
+  f.write_pages(1, 10);
+  auto child = f.start("behind.log");
+  REQUIRE(test::eventually([&] { return f.drained(); }, 30s));  // filter built, file staged
+  // Another stager (here: plain SQL) stages a record this process has never seen.
+  std::string rec = R"({"id":"tme_other","v":1})";
+  f.db.connect().query(
+      "INSERT INTO stg_timeline_entries (raw_data, external_id, content_hash, fetched_at, run_id, "
+      "ledger_id) VALUES ($1::jsonb, 'tme_other', $2::uuid, now(), 'other', 0)",
+      rec, md5(rec).hex());
+  test::spool_page(f.spool, "timeline_entries", {rec, R"({"id":"tme_new","v":1})"}, 1, "run2");
+  REQUIRE(test::eventually([&] { return f.drained(); }, 30s));
+  child->signal(SIGTERM);
+  CHECK(child->wait(10s) == 0);
+  CHECK(f.db.count("SELECT count(*) FROM stg_timeline_entries WHERE external_id = 'tme_other'") ==
+        1);
+  CHECK(f.db.count("SELECT count(*) FROM stg_timeline_entries WHERE external_id = 'tme_new'") == 1);
+  CHECK(f.db.scalar(
+            "SELECT staged || '/' || duplicates FROM ingestd_spool_ledger WHERE run_id = 'run2'") ==
+        "1/1");
+  // The unique index refused the unknown duplicate; the batch was redone checking every hash.
+  CHECK(child->log_text().find("stager.conflict_retry") != std::string::npos);
 }
