@@ -10,7 +10,7 @@
 
 namespace ingestd::staging {
 namespace {
-constexpr std::size_t kMinEntries = 1u << 20;   // 1.25 MB
+constexpr std::size_t kMinEntries = 4u << 20;   // 5 MB
 constexpr std::size_t kMaxEntries = 32u << 20;  // 40 MB: beyond, false positives grow
 constexpr int kPage = 100'000;
 
