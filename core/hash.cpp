@@ -1,12 +1,21 @@
 #include "core/hash.hpp"
 
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
 #include <boost/uuid/detail/md5.hpp>
 
 namespace ingestd {
 
 Digest md5(std::string_view data) {
+  // Boost's md5 reads its input as 32-bit words: from an unaligned address that is undefined
+  // behaviour (UBSan reports it), so the bytes are hashed from an aligned copy.
+  thread_local std::vector<std::uint64_t> aligned;
+  aligned.resize(data.size() / sizeof(std::uint64_t) + 1);
+  std::memcpy(aligned.data(), data.data(), data.size());
   boost::uuids::detail::md5 h;
-  h.process_bytes(data.data(), data.size());
+  h.process_bytes(aligned.data(), data.size());
   boost::uuids::detail::md5::digest_type words;
   h.get_digest(words);
   // Boost hands the digest out as four native words holding big-endian-read bytes;

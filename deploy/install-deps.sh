@@ -13,8 +13,8 @@ packages=(
   prometheus-cpp-dev libspdlog-dev libfmt-dev libsystemd-dev
   # tests
   doctest-dev postgresql-15 postgresql-client-15 procps
-  # benchmarks: peak RSS via /usr/bin/time
-  time
+  # benchmarks: peak RSS via /usr/bin/time, statistics in python3
+  time python3
 )
 
 missing=()

@@ -204,6 +204,11 @@ class Worker {
                     batch.size());
           return pass;
         } catch (const pg::Error& err) {
+          if (stop_.stop_requested()) {  // e.g. our own cancel after the shutdown grace
+            log::info("stager.batch_rolled_back", "entity={} files={} reason=shutdown", e.name,
+                      batch.size());
+            return pass;
+          }
           if (err.retryable()) {
             log::warn("stager.database_lost", "worker={} entity={} error={}", index_, e.name,
                       log::q(err.what()));
