@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "core/dsn.hpp"
 #include "core/log.hpp"
-#include "core/pg.hpp"
 
 namespace ingestd::config {
 namespace {
@@ -105,7 +105,7 @@ class Loader {
       std::string child_path = join(path, name);
       std::string child_pattern = named_children ? join(pattern, "*") : join(pattern, name);
       if (named_children) {
-        if (!pg::Identifier::valid(name) || name.size() > 40) {
+        if (!valid_identifier(name) || name.size() > 40) {
           error(line, child_path,
                 "names here must be lowercase letters, digits and _, starting with a letter or "
                 "_, at most 40 bytes");
@@ -181,7 +181,7 @@ class Loader {
     if (!check_value(*key, text, target_path, line)) return;
     if (key->secret) log::add_secret(text);
     if (key->type == Type::dsn)
-      if (auto pw = pg::conninfo_password(text)) log::add_secret(*pw);
+      for (const auto& pw : dsn::passwords(text)) log::add_secret(pw);
     values_[target_path] = {text, line};
   }
 
@@ -432,7 +432,7 @@ std::string render_effective(const Config& config) {
     bool secret = std::find(config.secret_paths.begin(), config.secret_paths.end(), path) !=
                   config.secret_paths.end();
     std::string shown = value;
-    if (secret) shown = path == "database.url" ? pg::redact_conninfo(value) : "***";
+    if (secret) shown = path == "database.url" ? dsn::redact(value) : "***";
     out += fmt::format("{}: {}\n", path, log::q(shown));
   }
   return out;

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "core/dsn.hpp"
 #include "core/stop.hpp"
 
 namespace ingestd::pg {
@@ -28,17 +29,9 @@ bool Error::retryable() const {
 }
 
 Identifier::Identifier(std::string_view name) : name_(name) {
-  if (!valid(name))
+  if (!valid_identifier(name))
     throw std::invalid_argument(fmt::format(
         "invalid identifier '{}': use lowercase letters, digits and _, at most 63 bytes", name));
-}
-
-bool Identifier::valid(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
-  if (!(name[0] == '_' || (name[0] >= 'a' && name[0] <= 'z'))) return false;
-  for (char c : name)
-    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return false;
-  return true;
 }
 
 std::string array_literal(const std::vector<Param>& values) {
@@ -70,39 +63,6 @@ std::int64_t Result::get_int(int row, int col) const {
 std::int64_t Result::affected() const {
   const char* n = PQcmdTuples(r_.get());
   return (n && *n) ? std::strtoll(n, nullptr, 10) : 0;
-}
-
-namespace {
-using Options = std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)>;
-Options parse_conninfo(std::string_view conninfo) {
-  char* err = nullptr;
-  PQconninfoOption* o = PQconninfoParse(std::string(conninfo).c_str(), &err);
-  if (err) PQfreemem(err);
-  return Options(o, &PQconninfoFree);
-}
-}  // namespace
-
-std::string redact_conninfo(std::string_view conninfo) {
-  auto opts = parse_conninfo(conninfo);
-  if (!opts) return "(unparseable conninfo)";
-  std::string out;
-  for (auto* o = opts.get(); o->keyword; ++o) {
-    if (!o->val || !*o->val) continue;
-    std::string_view key = o->keyword;
-    if (!out.empty()) out += ' ';
-    out += key;
-    out += '=';
-    out += (key == "password") ? "***" : o->val;
-  }
-  return out;
-}
-
-std::optional<std::string> conninfo_password(std::string_view conninfo) {
-  auto opts = parse_conninfo(conninfo);
-  if (!opts) return std::nullopt;
-  for (auto* o = opts.get(); o->keyword; ++o)
-    if (std::strcmp(o->keyword, "password") == 0 && o->val && *o->val) return o->val;
-  return std::nullopt;
 }
 
 Connection::Connection(PGconn* c, const StopToken& stop)
@@ -139,15 +99,15 @@ Connection Connection::open(const ConnectOptions& opts, const StopToken& stop) {
     if (PQstatus(raw) == CONNECTION_BAD) st = PGRES_POLLING_FAILED;
     if (st == PGRES_POLLING_OK) break;
     if (st == PGRES_POLLING_FAILED)
-      throw Error(fmt::format("cannot connect to {}: {}", redact_conninfo(opts.conninfo),
-                              PQerrorMessage(raw)),
-                  "08001", true);
+      throw Error(
+          fmt::format("cannot connect to {}: {}", dsn::redact(opts.conninfo), PQerrorMessage(raw)),
+          "08001", true);
     if (stop.stop_requested()) throw Error("connect interrupted by shutdown", "57014", true);
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0)
-      throw Error(fmt::format("timed out connecting to {}", redact_conninfo(opts.conninfo)),
-                  "08001", true);
+      throw Error(fmt::format("timed out connecting to {}", dsn::redact(opts.conninfo)), "08001",
+                  true);
     pollfd fds[2] = {
         {PQsocket(raw), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
         {stop.fd(), POLLIN, 0}};

@@ -47,7 +47,6 @@ class Error : public std::runtime_error {
 class Identifier {
  public:
   explicit Identifier(std::string_view name);
-  [[nodiscard]] static bool valid(std::string_view name);
   [[nodiscard]] const std::string& name() const { return name_; }
   [[nodiscard]] std::string quoted() const { return "\"" + name_ + "\""; }
 
@@ -98,11 +97,6 @@ class Result {
  private:
   std::unique_ptr<PGresult, void (*)(PGresult*)> r_;
 };
-
-// The conninfo without its password, for log lines and error messages.
-[[nodiscard]] std::string redact_conninfo(std::string_view conninfo);
-// The password inside a conninfo or URI, if any (to register it with log::add_secret).
-[[nodiscard]] std::optional<std::string> conninfo_password(std::string_view conninfo);
 
 struct ConnectOptions {
   std::string conninfo;

@@ -7,6 +7,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include "core/backoff.hpp"
+#include "core/dsn.hpp"
 #include "core/hash.hpp"
 #include "core/log.hpp"
 #include "core/pg.hpp"
@@ -49,12 +50,12 @@ TEST_CASE("backoff grows exponentially within jitter bounds and is capped") {
 }
 
 TEST_CASE("identifiers: only lowercase names pass - quoting is then safe") {
-  CHECK(pg::Identifier::valid("stg_timeline_entries"));
-  CHECK_FALSE(pg::Identifier::valid("Users"));
-  CHECK_FALSE(pg::Identifier::valid("users; DROP TABLE x"));
-  CHECK_FALSE(pg::Identifier::valid("a\"b"));
-  CHECK_FALSE(pg::Identifier::valid(""));
-  CHECK_FALSE(pg::Identifier::valid(std::string(64, 'a')));
+  CHECK(valid_identifier("stg_timeline_entries"));
+  CHECK_FALSE(valid_identifier("Users"));
+  CHECK_FALSE(valid_identifier("users; DROP TABLE x"));
+  CHECK_FALSE(valid_identifier("a\"b"));
+  CHECK_FALSE(valid_identifier(""));
+  CHECK_FALSE(valid_identifier(std::string(64, 'a')));
   CHECK_THROWS_AS(pg::Identifier("1abc"), std::invalid_argument);
   CHECK(pg::Identifier("users").quoted() == "\"users\"");
 }
@@ -75,12 +76,15 @@ TEST_CASE("log lines are key=value - one line - and never carry a registered sec
   log::init("info", spdlog::sink_ptr{});
 }
 
-TEST_CASE("conninfo redaction hides the password in URI and key=value forms") {
-  CHECK(pg::redact_conninfo("postgresql://u:pw123456@h:5/db").find("pw123456") ==
-        std::string::npos);
-  CHECK(pg::redact_conninfo("host=h password=pw123456 dbname=d").find("password=***") !=
-        std::string::npos);
-  CHECK(*pg::conninfo_password("postgresql://u:pw123456@h/db") == "pw123456");
+TEST_CASE("DSN passwords are found and masked in URI and keyword forms without libpq") {
+  CHECK(dsn::redact("postgresql://u:pw123456@h:5/db") == "postgresql://u:***@h:5/db");
+  CHECK(dsn::redact("postgres://u:p%40ss@h/db?sslmode=require&password=q2") ==
+        "postgres://u:***@h/db?sslmode=require&password=***");
+  CHECK(dsn::redact("host=h password='p w\\'x' dbname=d") == "host=h password=*** dbname=d");
+  CHECK(dsn::redact("host=h dbname=d") == "host=h dbname=d");
+  CHECK(dsn::passwords("postgresql://u:p%40ss@h/db") == std::vector<std::string>{"p%40ss", "p@ss"});
+  CHECK(dsn::passwords("host=h password='p w' user=u") == std::vector<std::string>{"p w"});
+  CHECK(dsn::passwords("postgresql://u@h/db").empty());
 }
 
 TEST_CASE("a spool page round-trips: metadata - records verbatim (minified) - ids") {
