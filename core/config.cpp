@@ -233,6 +233,20 @@ class Loader {
         }
         return range(v, "");
       }
+      case Type::number: {
+        char* end = nullptr;
+        double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || *end || v != v) {
+          error(line, path, fmt::format("'{}' is not a number", text));
+          return false;
+        }
+        if ((key.min != 0 || key.max != 0) &&
+            (v < static_cast<double>(key.min) || v > static_cast<double>(key.max))) {
+          error(line, path, fmt::format("{} is out of range [{}, {}]", text, key.min, key.max));
+          return false;
+        }
+        return true;
+      }
       case Type::duration: {
         auto d = parse_duration(text);
         if (!d) {
@@ -309,6 +323,73 @@ class Loader {
     }
   }
 
+  std::string opt(const std::string& p) const {
+    auto it = values_.find(p);
+    return it == values_.end() ? std::string() : it->second.text;
+  }
+
+  Source build_source(const std::string& name, const std::string& p, int line) {
+    Source s;
+    s.name = name;
+    s.base_url = opt(p + ".base_url");
+    while (!s.base_url.empty() && s.base_url.back() == '/') s.base_url.pop_back();
+    s.rate_per_second = std::strtod(opt(p + ".rate_limit.per_second").c_str(), nullptr);
+    s.rate_burst = std::stoll(opt(p + ".rate_limit.burst"));
+    s.timeout = *parse_duration(opt(p + ".timeout"));
+    s.retry_max_attempts = std::stoll(opt(p + ".retry.max_attempts"));
+    s.retry_initial = *parse_duration(opt(p + ".retry.initial"));
+    s.retry_max = *parse_duration(opt(p + ".retry.max"));
+    s.tls_verify = opt(p + ".tls_verify") == "true";
+    auto& a = s.auth;
+    a.bearer_token = opt(p + ".auth.bearer_token");
+    a.api_key_header = opt(p + ".auth.api_key_header");
+    a.api_key = opt(p + ".auth.api_key");
+    a.token_url = opt(p + ".auth.oauth2.token_url");
+    a.client_id = opt(p + ".auth.oauth2.client_id");
+    a.client_secret = opt(p + ".auth.oauth2.client_secret");
+    a.scope = opt(p + ".auth.oauth2.scope");
+    int kinds = !a.bearer_token.empty() + !a.api_key.empty() + !a.token_url.empty();
+    if (kinds > 1) error(line, p + ".auth", "choose one of bearer_token, api_key, oauth2");
+    if (!a.bearer_token.empty()) a.kind = Auth::Kind::bearer;
+    if (!a.api_key.empty()) {
+      a.kind = Auth::Kind::api_key;
+      if (a.api_key_header.empty())
+        error(line, p + ".auth.api_key_header", "is required with api_key");
+    }
+    if (!a.token_url.empty()) {
+      a.kind = Auth::Kind::oauth2;
+      if (a.client_id.empty())
+        error(line, p + ".auth.oauth2.client_id", "is required with token_url");
+      if (a.client_secret.empty())
+        error(line, p + ".auth.oauth2.client_secret", "is required with token_url");
+    }
+    return s;
+  }
+
+  Entity build_entity(const std::string& source, const std::string& name, const std::string& p,
+                      int line) {
+    Entity e{source, name, opt(p + ".id"), opt(p + ".updated_at")};
+    auto& r = e.request;
+    r.graphql_query = opt(p + ".graphql.query");
+    r.rest_path = opt(p + ".rest.path");
+    if (r.graphql_query.empty() == r.rest_path.empty())
+      error(line, p, "needs exactly one of graphql.query or rest.path");
+    r.api = r.graphql_query.empty() ? Request::Api::rest : Request::Api::graphql;
+    r.pagination =
+        opt(p + (r.api == Request::Api::graphql ? ".graphql.pagination" : ".rest.pagination"));
+    r.records = opt(p + ".records");
+    r.page_size = std::stoll(opt(p + ".page_size"));
+    r.param_page = opt(p + ".rest.params.page");
+    r.param_limit = opt(p + ".rest.params.limit");
+    r.param_offset = opt(p + ".rest.params.offset");
+    r.param_since = opt(p + ".rest.params.since");
+    r.param_until = opt(p + ".rest.params.until");
+    e.every = *parse_duration(opt(p + ".schedule.every"));
+    e.full_every = *parse_duration(opt(p + ".schedule.full_every"));
+    e.overlap = *parse_duration(opt(p + ".overlap"));
+    return e;
+  }
+
   LoadResult finish() {
     LoadResult r;
     if (!errors_.empty()) {
@@ -338,6 +419,7 @@ class Loader {
     std::map<std::string, std::string> owner;  // entity name -> source
     for (const auto& [src_path, src_line] : instances_["sources.*"]) {
       std::string source = src_path.substr(std::string_view("sources.").size());
+      c.sources.push_back(build_source(source, src_path, src_line));
       for (const auto& [ent_path, ent_line] : instances_["sources.*.entities.*"]) {
         std::string prefix = src_path + ".entities.";
         if (ent_path.rfind(prefix, 0) != 0) continue;
@@ -347,9 +429,12 @@ class Loader {
                 fmt::format("entity '{}' is already declared by source '{}'", name, it->second));
           continue;
         }
-        c.entities.push_back({source, name, text(ent_path + ".id")});
+        c.entities.push_back(build_entity(source, name, ent_path, ent_line));
       }
     }
+    c.fetcher_state_dir = opt("fetcher.state_dir").empty()
+                              ? c.spool_dir / "state"
+                              : std::filesystem::path(opt("fetcher.state_dir"));
     if (!errors_.empty()) {
       r.errors = std::move(errors_);
       return r;
@@ -372,6 +457,12 @@ class Loader {
 };
 
 }  // namespace
+
+const Source* Config::find_source(std::string_view name) const {
+  for (const auto& s : sources)
+    if (s.name == name) return &s;
+  return nullptr;
+}
 
 const Entity* Config::find_entity(std::string_view name) const {
   for (const auto& e : entities)
@@ -454,6 +545,8 @@ std::string render_reference() {
         return "string";
       case Type::integer:
         return "integer";
+      case Type::number:
+        return "number";
       case Type::duration:
         return "duration";
       case Type::boolean:

@@ -18,7 +18,7 @@
 
 namespace ingestd::config {
 
-enum class Type { string, integer, duration, boolean, choice, dsn, path, map };
+enum class Type { string, integer, number, duration, boolean, choice, dsn, path, map };
 
 struct Key {
   std::string_view path;  // dotted; '*' stands for a name the user chooses (a map key)
@@ -35,10 +35,51 @@ struct Key {
 
 using Duration = std::chrono::milliseconds;
 
+struct Auth {
+  enum class Kind { none, bearer, api_key, oauth2 } kind = Kind::none;
+  std::string bearer_token;
+  std::string api_key_header;
+  std::string api_key;
+  std::string token_url;
+  std::string client_id;
+  std::string client_secret;
+  std::string scope;
+};
+
+struct Source {
+  std::string name;
+  std::string base_url;
+  Auth auth;
+  double rate_per_second = 0;  // 0: no limit
+  std::int64_t rate_burst = 1;
+  Duration timeout{};
+  std::int64_t retry_max_attempts = 1;
+  Duration retry_initial{};
+  Duration retry_max{};
+  bool tls_verify = true;
+};
+
+// How an entity is fetched; the pagination names match the config values.
+struct Request {
+  enum class Api { graphql, rest } api = Api::graphql;
+  std::string graphql_query;
+  std::string rest_path;
+  std::string pagination;  // relay | page_number | page | offset | next_link | none
+  std::string records;     // path to the records in a response ("" = the body is the array)
+  std::int64_t page_size = 100;
+  // REST query parameter names
+  std::string param_page, param_limit, param_offset, param_since, param_until;
+};
+
 struct Entity {
   std::string source;
   std::string name;     // validated identifier: stg_<name> is its staging table
   std::string id_path;  // dotted path to the record id inside a record
+  std::string updated_at_path;
+  Request request;
+  Duration every{};
+  Duration full_every{};  // 0: never on schedule
+  Duration overlap{};
 };
 
 struct Config {
@@ -62,6 +103,9 @@ struct Config {
 
   std::string log_level;
 
+  std::filesystem::path fetcher_state_dir;
+
+  std::vector<Source> sources;
   std::vector<Entity> entities;
 
   // Every key as the program sees it (defaults filled in), concrete path -> text.
@@ -69,6 +113,7 @@ struct Config {
   std::vector<std::string> secret_paths;
 
   [[nodiscard]] const Entity* find_entity(std::string_view name) const;
+  [[nodiscard]] const Source* find_source(std::string_view name) const;
 };
 
 struct LoadResult {

@@ -153,9 +153,11 @@ std::string config_yaml(const ConfigOptions& o) {
       "spool:\n  dir: {}\n"
       "staging:\n  poll_interval: 200ms\n"
       "log:\n  level: debug\n"
-      "sources:\n  sim:\n    entities:\n",
+      "sources:\n  sim:\n    base_url: http://127.0.0.1:9/graphql\n    entities:\n",
       o.database_url, o.spool_dir.string());
-  for (const auto& e : o.entities) y += fmt::format("      {}:\n        id: {}\n", e, o.id_path);
+  for (const auto& e : o.entities)
+    y += fmt::format("      {}:\n        id: {}\n        rest: {{path: /rest/{}}}\n", e, o.id_path,
+                     e);
   y += o.extra;
   return y;
 }

@@ -18,10 +18,12 @@ spool:
   dir: /var/lib/ingestd/spool
 sources:
   gazelle:
+    base_url: https://api.example.invalid/graphql
     entities:
-      users: {}
+      users: {graphql: {query: "query { allUsers }"}}
       timeline_entries:
         id: node.id
+        rest: {path: /timeline}
 )";
 
 bool has_error(const config::LoadResult& r, const std::string& needle) {
@@ -49,7 +51,7 @@ TEST_CASE("an unknown key is an error naming its path and line - with a suggesti
   std::string y = std::string(kGood) + "staging:\n  purge_btach: 10\n";
   auto r = config::load_string(y, "c.yaml");
   CHECK_FALSE(r.config);
-  CHECK(has_error(r, "c.yaml:12: staging.purge_btach: unknown key (did you mean 'purge_batch'?)"));
+  CHECK(has_error(r, "c.yaml:14: staging.purge_btach: unknown key (did you mean 'purge_batch'?)"));
 }
 
 TEST_CASE("bad values are errors naming path and line - and all errors are reported together") {
@@ -58,9 +60,9 @@ TEST_CASE("bad values are errors naming path and line - and all errors are repor
   auto r = config::load_string(y, "c.yaml");
   CHECK_FALSE(r.config);
   CHECK(r.errors.size() == 3);
-  CHECK(has_error(r, "c.yaml:12: staging.purge_batch: 0 is out of range"));
-  CHECK(has_error(r, "c.yaml:13: staging.purge_after: 'soon' is not a duration"));
-  CHECK(has_error(r, "c.yaml:15: log.level: 'loud' is not one of trace|debug|info|warn|error"));
+  CHECK(has_error(r, "c.yaml:14: staging.purge_batch: 0 is out of range"));
+  CHECK(has_error(r, "c.yaml:15: staging.purge_after: 'soon' is not a duration"));
+  CHECK(has_error(r, "c.yaml:17: log.level: 'loud' is not one of trace|debug|info|warn|error"));
 }
 
 TEST_CASE("missing required keys are errors") {
@@ -72,12 +74,14 @@ TEST_CASE("missing required keys are errors") {
 
 TEST_CASE("entity names must be identifiers and unique across sources") {
   auto bad = config::load_string(
-      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      Bad-Name: {}\n",
+      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      Bad-Name: {rest: "
+      "{path: /u}}\n",
       "c.yaml");
   CHECK(has_error(bad, "c.yaml:6: sources.a.entities.Bad-Name: names here must be lowercase"));
   auto dup = config::load_string(
-      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      users: {}\n"
-      "  b:\n    entities:\n      users: {}\n",
+      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    base_url: http://x\n    "
+      "entities:\n      users: {rest: {path: /u}}\n"
+      "  b:\n    base_url: http://x\n    entities:\n      users: {rest: {path: /u}}\n",
       "c.yaml");
   CHECK(
       has_error(dup, "sources.b.entities.users: entity 'users' is already declared by source 'a'"));
@@ -93,13 +97,13 @@ TEST_CASE("${ENV} expands - and an unset variable is an error naming the key") {
   ::setenv("INGESTD_TEST_SPOOL", "/tmp/from-env", 1);
   auto r = config::load_string(
       "database: {url: x}\nspool:\n  dir: ${INGESTD_TEST_SPOOL}/spool\nsources:\n  a:\n"
-      "    entities:\n      u: {}\n",
+      "    base_url: http://x\n    entities:\n      u: {rest: {path: /u}}\n",
       "c.yaml");
   REQUIRE(r.config);
   CHECK(r.config->spool_dir == "/tmp/from-env/spool");
   auto missing = config::load_string(
       "database:\n  url: ${INGESTD_TEST_SURELY_UNSET}\nspool: {dir: /s}\nsources:\n  a:\n"
-      "    entities:\n      u: {}\n",
+      "    base_url: http://x\n    entities:\n      u: {rest: {path: /u}}\n",
       "c.yaml");
   CHECK(has_error(
       missing,
@@ -110,24 +114,24 @@ TEST_CASE("a secret may come from a file - and the effective config masks it") {
   test::TempDir dir;
   auto secret_file = dir.path() / "db_url";
   std::ofstream(secret_file) << "postgresql://ingest:filepassw0rd@db.internal/mirror\n";
-  auto r =
-      config::load_string("database:\n  url_file: " + secret_file.string() +
-                              "\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      u: {}\n",
-                          "c.yaml");
+  auto r = config::load_string("database:\n  url_file: " + secret_file.string() +
+                                   "\nspool: {dir: /s}\nsources:\n  a:\n    base_url: http://x\n   "
+                                   " entities:\n      u: {rest: {path: /u}}\n",
+                               "c.yaml");
   REQUIRE(r.config);
   CHECK(r.config->database_url == "postgresql://ingest:filepassw0rd@db.internal/mirror");
   auto printed = config::render_effective(*r.config);
   CHECK(printed.find("filepassw0rd") == std::string::npos);
   CHECK(printed.find("postgresql://ingest:***@db.internal/mirror") != std::string::npos);
 
-  auto both =
-      config::load_string("database:\n  url: x\n  url_file: " + secret_file.string() +
-                              "\nspool: {dir: /s}\nsources:\n  a:\n    entities:\n      u: {}\n",
-                          "c.yaml");
+  auto both = config::load_string("database:\n  url: x\n  url_file: " + secret_file.string() +
+                                      "\nspool: {dir: /s}\nsources:\n  a:\n    base_url: "
+                                      "http://x\n    entities:\n      u: {rest: {path: /u}}\n",
+                                  "c.yaml");
   CHECK(has_error(both, "database.url: given twice"));
   auto unreadable = config::load_string(
       "database:\n  url_file: /nonexistent/secret\nspool: {dir: /s}\nsources:\n  a:\n"
-      "    entities:\n      u: {}\n",
+      "    base_url: http://x\n    entities:\n      u: {rest: {path: /u}}\n",
       "c.yaml");
   CHECK(has_error(unreadable, "c.yaml:2: database.url_file: cannot read the file"));
 }
@@ -152,4 +156,38 @@ TEST_CASE("docs/CONFIG.md is the generated reference") {
   auto doc = test::read_text(std::string(INGESTD_SOURCE_DIR) + "/docs/CONFIG.md");
   CHECK_MESSAGE(doc == config::render_reference(),
                 "regenerate with: build/ingestd check-config --reference > docs/CONFIG.md");
+}
+
+TEST_CASE("sources and entities carry their fetch settings with defaults") {
+  auto r = config::load_string(kGood, "good.yaml");
+  REQUIRE(r.config);
+  const auto& src = *r.config->find_source("gazelle");
+  CHECK(src.base_url == "https://api.example.invalid/graphql");
+  CHECK(src.rate_per_second == doctest::Approx(5.0));
+  CHECK(src.rate_burst == 10);
+  CHECK(src.tls_verify);
+  CHECK(src.auth.kind == config::Auth::Kind::none);
+  const auto& users = *r.config->find_entity("users");
+  CHECK(users.request.api == config::Request::Api::graphql);
+  CHECK(users.request.pagination == "relay");
+  CHECK(users.overlap == std::chrono::minutes(5));
+  const auto& tl = *r.config->find_entity("timeline_entries");
+  CHECK(tl.request.api == config::Request::Api::rest);
+  CHECK(tl.request.pagination == "page");
+  CHECK(tl.request.param_page == "_page");
+  CHECK(r.config->fetcher_state_dir == "/var/lib/ingestd/spool/state");
+}
+
+TEST_CASE("an entity needs exactly one request and auth needs its companions") {
+  auto r = config::load_string(
+      "database: {url: x}\nspool: {dir: /s}\nsources:\n  a:\n    base_url: http://x\n"
+      "    auth:\n      api_key: k3y-value\n      oauth2: {token_url: http://t}\n"
+      "    entities:\n      u: {}\n      v: {rest: {path: /v}, graphql: {query: q}}\n",
+      "c.yaml");
+  CHECK(has_error(r, "sources.a.auth: choose one of bearer_token, api_key, oauth2"));
+  CHECK(has_error(r, "sources.a.auth.api_key_header: is required with api_key"));
+  CHECK(has_error(r, "sources.a.auth.oauth2.client_id: is required with token_url"));
+  CHECK(has_error(
+      r, "c.yaml:10: sources.a.entities.u: needs exactly one of graphql.query or rest.path"));
+  CHECK(has_error(r, "sources.a.entities.v: needs exactly one of graphql.query or rest.path"));
 }
