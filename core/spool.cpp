@@ -1,5 +1,7 @@
 #include "core/spool.hpp"
 
+#include "core/json_text.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -26,36 +28,6 @@ void fsync_path(const fs::path& p, int flags) {
     throw_errno("cannot fsync", p);
   }
   ::close(fd);
-}
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
-        else
-          out += c;
-    }
-  }
-  out += '"';
-  return out;
 }
 
 bool safe_name_part(std::string_view s) {
@@ -86,10 +58,10 @@ std::string envelope_head(const Meta& m) {
   std::string out = fmt::format(
       "{{\"ingestd_spool\":{},\"kind\":{},\"source\":{},\"entity\":{},\"run_id\":{},"
       "\"mode\":{},\"page\":{},\"fetched_at\":{},\"api_version\":{}",
-      kFormatVersion, json_string(m.kind == Kind::page ? "page" : "run_end"), json_string(m.source),
-      json_string(m.entity), json_string(m.run_id), json_string(m.mode), m.page,
-      json_string(format_rfc3339(m.fetched_at)),
-      m.api_version ? json_string(*m.api_version) : "null");
+      kFormatVersion, json_quote(m.kind == Kind::page ? "page" : "run_end"), json_quote(m.source),
+      json_quote(m.entity), json_quote(m.run_id), json_quote(m.mode), m.page,
+      json_quote(format_rfc3339(m.fetched_at)),
+      m.api_version ? json_quote(*m.api_version) : "null");
   return out;
 }
 

@@ -12,6 +12,8 @@
 #include "core/migrations.hpp"
 #include "core/pg.hpp"
 #include "core/stop.hpp"
+#include "core/time.hpp"
+#include "fetcher/fetcher.hpp"
 #include "staging/stager.hpp"
 
 namespace ingestd::cli {
@@ -135,6 +137,95 @@ int run_stager(const Args& args, std::string_view command, staging::RunMode mode
   }
 }
 }  // namespace
+
+int fetcher(const Args& args) {
+  int code = 0;
+  auto vm = parse(args, "fetcher", po::options_description{}, &code);
+  if (!vm) return code;
+  auto cfg = load_config(*vm);
+  if (!cfg) return 2;
+  StopToken stop;
+  stop_on_signals(stop);
+  try {
+    fetcher::Fetcher f(*cfg, stop);
+    return f.run_forever();
+  } catch (const std::exception& e) {
+    log::error("fetcher.crashed", "error={}", log::q(e.what()));
+    return 1;
+  }
+}
+
+int fetch(const Args& args) {
+  int code = 0;
+  po::options_description extra;
+  extra.add_options()("once", "fetch, then exit (required)")("entity", po::value<std::string>(),
+                                                             "only this entity (default: all)")(
+      "mode", po::value<std::string>(), "incremental | full | repair (default: as scheduled)")(
+      "from", po::value<std::string>(), "repair window start (RFC 3339)")(
+      "to", po::value<std::string>(), "repair window end (RFC 3339)");
+  auto vm = parse(args, "fetch", extra, &code);
+  if (!vm) return code;
+  if (!vm->count("once")) {
+    std::fprintf(stderr,
+                 "ingestd fetch: only --once is supported; use `ingestd fetcher` for "
+                 "the long-lived fetcher\n");
+    return 2;
+  }
+  std::optional<fetcher::RunRequest> request;
+  if (vm->count("mode")) {
+    auto mode = fetcher::parse_mode((*vm)["mode"].as<std::string>());
+    if (!mode) {
+      std::fprintf(stderr, "ingestd fetch: --mode must be incremental, full or repair\n");
+      return 2;
+    }
+    request = fetcher::RunRequest{*mode, std::nullopt, std::nullopt};
+    for (const char* key : {"from", "to"}) {
+      if (!vm->count(key)) continue;
+      auto t = parse_rfc3339((*vm)[key].as<std::string>());
+      if (!t) {
+        std::fprintf(stderr, "ingestd fetch: --%s is not an RFC 3339 time\n", key);
+        return 2;
+      }
+      (std::string_view(key) == "from" ? request->from : request->to) = t;
+    }
+    if (*mode == fetcher::Mode::repair && !request->from) {
+      std::fprintf(stderr, "ingestd fetch: --mode repair needs --from (and usually --to)\n");
+      return 2;
+    }
+  }
+  auto cfg = load_config(*vm);
+  if (!cfg) return 2;
+  const config::Entity* only = nullptr;
+  if (vm->count("entity")) {
+    only = cfg->find_entity((*vm)["entity"].as<std::string>());
+    if (!only) {
+      std::fprintf(stderr, "ingestd fetch: no entity '%s' in the configuration\n",
+                   (*vm)["entity"].as<std::string>().c_str());
+      return 2;
+    }
+  }
+  StopToken stop;
+  stop_on_signals(stop);
+  try {
+    fetcher::Fetcher f(*cfg, stop);
+    bool all_complete = true;
+    for (const auto& e : cfg->entities) {
+      if (only && only != &e) continue;
+      auto r = f.run_entity(e, request);
+      std::printf("%s: %s run %s, %lld pages, %lld records%s%s\n", e.name.c_str(),
+                  std::string(fetcher::mode_name(r.mode)).c_str(),
+                  r.complete ? "complete" : "incomplete", static_cast<long long>(r.pages),
+                  static_cast<long long>(r.records), r.error.empty() ? "" : ": ",
+                  log::redact(r.error).c_str());
+      all_complete = all_complete && r.complete;
+      if (stop.stop_requested()) break;
+    }
+    return all_complete ? 0 : 1;
+  } catch (const std::exception& e) {
+    log::error("fetch.failed", "error={}", log::q(e.what()));
+    return 1;
+  }
+}
 
 int stager(const Args& args) {
   return run_stager(args, "stager", staging::RunMode::forever);

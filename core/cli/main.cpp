@@ -14,6 +14,10 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"fetcher", ingestd::cli::fetcher,
+     "long-lived: fetch each entity on its schedule into the spool (no database needed)"},
+    {"fetch", ingestd::cli::fetch,
+     "fetch once (--once [--entity E] [--mode M] [--from T --to T]), then exit"},
     {"stager", ingestd::cli::stager,
      "long-lived: load spool files into stg_* tables, exactly once"},
     {"stage", ingestd::cli::stage, "stage what is waiting in the spool (--once), then exit"},

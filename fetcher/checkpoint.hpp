@@ -1,0 +1,47 @@
+// The fetcher's durable state per entity: <fetcher.state_dir>/<entity>.json, replaced
+// atomically after every page is in the spool. It holds the run in progress (so a crash at
+// page k resumes at page k) and the last complete run (whose newest record, minus the
+// overlap, is where the next incremental run starts).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "core/time.hpp"
+
+namespace ingestd::fetcher {
+
+enum class Mode { incremental, full, repair };
+[[nodiscard]] std::string_view mode_name(Mode m);
+[[nodiscard]] std::optional<Mode> parse_mode(std::string_view s);
+
+struct RunState {
+  std::string run_id;
+  Mode mode = Mode::incremental;
+  std::optional<SysTime> since, until;  // the window asked of the upstream
+  std::int64_t page = 0;                // pages spooled so far (next page number)
+  std::int64_t records = 0;
+  std::string cursor;             // relay endCursor / next link of the last page
+  std::optional<SysTime> newest;  // max updated-at seen in this run
+  SysTime started_at{};
+};
+
+struct Checkpoint {
+  std::optional<RunState> current;
+  // The last run that reached its end.
+  std::optional<std::string> last_run_id;
+  std::optional<SysTime> watermark;       // newest updated-at of complete runs so far
+  std::optional<SysTime> last_completed;  // when the last run (any mode) completed
+  std::optional<SysTime> last_full;       // when the last full run completed
+};
+
+// Missing file: an empty checkpoint. A file that cannot be parsed is an error (never
+// silently restart from scratch: that would refetch everything, or worse, skip nothing).
+[[nodiscard]] Checkpoint load_checkpoint(const std::filesystem::path& state_dir,
+                                         std::string_view entity);
+void save_checkpoint(const std::filesystem::path& state_dir, std::string_view entity,
+                     const Checkpoint& cp);
+
+}  // namespace ingestd::fetcher

@@ -1,0 +1,296 @@
+// One entity's run: page after page, each durably spooled before its checkpoint.
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/backoff.hpp"
+#include "core/failpoint.hpp"
+#include "core/json_text.hpp"
+#include "core/log.hpp"
+#include "core/spool.hpp"
+#include "core/stop.hpp"
+#include "fetcher/auth.hpp"
+#include "fetcher/fetcher.hpp"
+#include "fetcher/http.hpp"
+#include "fetcher/rate_limiter.hpp"
+#include "fetcher/response.hpp"
+#include "fetcher/source_state.hpp"
+
+namespace ingestd::fetcher {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+struct Stopped {};
+struct GaveUp : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string new_run_id(const config::Entity& e, Mode mode) {
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  std::string t = format_rfc3339(std::chrono::system_clock::now());
+  std::string compact;
+  for (char c : t.substr(0, 19))
+    if (c != '-' && c != ':') compact += c;
+  return fmt::format("{}-{}-{}-{:04x}", e.name, mode_name(mode), compact, rng() & 0xffff);
+}
+
+std::string time_json(const std::optional<SysTime>& t) {
+  return t ? json_quote(format_rfc3339(*t)) : "null";
+}
+
+// `Link: <url>; rel="next", <url2>; rel="last"` -> url
+std::string next_link(const std::string& header) {
+  std::size_t pos = 0;
+  while ((pos = header.find('<', pos)) != std::string::npos) {
+    auto close = header.find('>', pos);
+    if (close == std::string::npos) break;
+    auto next_entry = header.find('<', close);
+    auto params = header.substr(
+        close, next_entry == std::string::npos ? std::string::npos : next_entry - close);
+    if (params.find("rel=\"next\"") != std::string::npos ||
+        params.find("rel=next") != std::string::npos)
+      return header.substr(pos + 1, close - pos - 1);
+    pos = close;
+  }
+  return "";
+}
+
+// Retry-After: delta-seconds (HTTP dates are rare from APIs; they get the default backoff).
+std::optional<std::chrono::milliseconds> retry_after(const HttpResponse& r) {
+  auto h = r.header("retry-after");
+  if (h.empty()) return std::nullopt;
+  char* end = nullptr;
+  double secs = std::strtod(h.c_str(), &end);
+  if (end == h.c_str() || secs < 0) return std::nullopt;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(secs, 3600.0) * 1000));
+}
+
+std::string origin_of(const std::string& url) {
+  auto scheme = url.find("://");
+  auto slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
+  return slash == std::string::npos ? url : url.substr(0, slash);
+}
+
+// What to send for the next page, from the entity's request and the run's position.
+struct Outgoing {
+  std::string url;
+  std::optional<std::string> body;  // POST when set
+};
+
+Outgoing next_request(const config::Source& src, const config::Entity& e, const RunState& run) {
+  const auto& r = e.request;
+  if (r.api == config::Request::Api::graphql) {
+    std::string vars;
+    if (r.pagination == "relay")
+      vars = fmt::format("\"first\":{},\"after\":{},", r.page_size,
+                         run.cursor.empty() ? "null" : json_quote(run.cursor));
+    else if (r.pagination == "page_number")
+      vars = fmt::format("\"page\":{},\"perPage\":{},", run.page, r.page_size);
+    vars += fmt::format("\"since\":{},\"until\":{}", time_json(run.since), time_json(run.until));
+    return {src.base_url, fmt::format("{{\"query\":{},\"variables\":{{{}}}}}",
+                                      json_quote(r.graphql_query), vars)};
+  }
+  if (r.pagination == "next_link" && !run.cursor.empty())
+    return {run.cursor.front() == '/' ? origin_of(src.base_url) + run.cursor : run.cursor, {}};
+  std::string url = src.base_url + r.rest_path;
+  std::vector<std::string> q;
+  if (r.pagination == "page") {
+    q.push_back(fmt::format("{}={}", r.param_page, run.page + 1));
+    q.push_back(fmt::format("{}={}", r.param_limit, r.page_size));
+  } else if (r.pagination == "offset") {
+    q.push_back(fmt::format("{}={}", r.param_offset, run.records));
+    q.push_back(fmt::format("{}={}", r.param_limit, r.page_size));
+  } else if (r.pagination == "next_link") {
+    q.push_back(fmt::format("{}={}", r.param_limit, r.page_size));
+  }
+  if (run.since)
+    q.push_back(fmt::format("{}={}", r.param_since, url_encode(format_rfc3339(*run.since))));
+  if (run.until)
+    q.push_back(fmt::format("{}={}", r.param_until, url_encode(format_rfc3339(*run.until))));
+  for (std::size_t i = 0; i < q.size(); ++i)
+    url += (i == 0 && url.find('?') == std::string::npos ? "?" : "&") + q[i];
+  return {url, {}};
+}
+
+}  // namespace
+
+// Fetches one page, retrying what can succeed later; throws GaveUp or Stopped.
+static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const RunState& run,
+                       HttpClient& http, ResponseReader& reader, Metrics& m, const StopToken& stop,
+                       HttpResponse& last) {
+  const auto& s = src.source;
+  Backoff backoff(s.retry_initial, s.retry_max);
+  Outgoing out = next_request(s, e, run);
+  std::string failure;
+  bool refreshed = false;
+  for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
+    bool ok = true;
+    m.throttled_ms += src.limiter.acquire(stop, ok).count();
+    if (!ok) throw Stopped{};
+    std::optional<std::chrono::milliseconds> wait;
+    try {
+      auto headers = src.auth.headers(http);
+      headers.push_back("Accept: application/json");
+      if (out.body) headers.push_back("Content-Type: application/json");
+      ++m.requests;
+      last = out.body ? http.post(out.url, *out.body, headers) : http.get(out.url, headers);
+      m.count_status(last.status);
+      if (last.status >= 200 && last.status < 300) return reader.read(last.body);
+      failure = fmt::format("HTTP {}", last.status);
+      if (last.status == 401 && !refreshed && src.auth.refresh_after_401()) {
+        refreshed = true;  // an expired token: get a new one and ask again at once
+        ++m.retries;
+        log::info("fetcher.token_rejected", "entity={} page={}", e.name, run.page);
+        continue;
+      }
+      if (last.status == 429 || last.status == 503) {
+        if (auto ra = retry_after(last)) {
+          src.limiter.close_until(Clock::now() + *ra);  // the whole source pauses
+          wait = std::chrono::milliseconds(0);
+        }
+      } else if (last.status < 500 && last.status != 408) {
+        // 400, 401 again, 403, 404: asking again will not help; the operator must act.
+        throw GaveUp(
+            fmt::format("HTTP {} from {}: {}", last.status, out.url, last.body.substr(0, 200)));
+      }
+    } catch (const TransportError& err) {
+      if (stop.stop_requested()) throw Stopped{};
+      failure = err.what();
+    } catch (const BadResponse& err) {
+      failure = err.what();  // malformed JSON, truncated body, GraphQL errors
+    } catch (const Authenticator::AuthError& err) {
+      failure = err.what();
+    }
+    if (attempt == s.retry_max_attempts) break;
+    ++m.retries;
+    auto delay = wait ? *wait : backoff.next();
+    log::warn("fetcher.retry", "entity={} page={} attempt={} wait_ms={} reason={}", e.name,
+              run.page, attempt, delay.count(), log::q(failure));
+    if (stop.wait_for(delay)) throw Stopped{};
+  }
+  throw GaveUp(
+      fmt::format("page {} failed {} times; last: {}", run.page, s.retry_max_attempts, failure));
+}
+
+RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
+  auto& src = *sources_.at(e.source);
+  auto& m = *metrics_.at(e.name);
+  auto& run = *cp.current;
+  RunResult result{false, run.run_id, run.mode, run.page, run.records, ""};
+  HttpClient http(src.source.timeout, src.source.tls_verify, stop_);
+  ResponseReader reader(e.request.records, e.updated_at_path, e.request.pagination == "relay");
+  auto started = Clock::now();
+  log::info("fetcher.run_started", "entity={} run_id={} mode={} since={} until={} page={}", e.name,
+            run.run_id, mode_name(run.mode), run.since ? format_rfc3339(*run.since) : "-",
+            run.until ? format_rfc3339(*run.until) : "-", run.page);
+  for (;;) {
+    if (stop_.stop_requested()) return result;
+    HttpResponse response;
+    Page page;
+    try {
+      page = fetch_page(src, e, run, http, reader, m, stop_, response);
+    } catch (const Stopped&) {
+      return result;
+    } catch (const GaveUp& err) {
+      ++m.runs_failed;
+      result.error = err.what();
+      log::error("fetcher.run_failed", "entity={} run_id={} page={} error={}", e.name, run.run_id,
+                 run.page, log::q(err.what()));
+      return result;
+    }
+    spool::Meta meta;
+    meta.source = e.source;
+    meta.entity = e.name;
+    meta.run_id = run.run_id;
+    meta.mode = std::string(mode_name(run.mode));
+    meta.page = run.page;
+    meta.fetched_at = std::chrono::system_clock::now();
+    if (!page.records.empty()) spool::write_page(config_.spool_dir, meta, page.records);
+    failpoint("fetcher.after_spool");
+    // Where the next page starts, per pagination style.
+    const auto& style = e.request.pagination;
+    auto n = static_cast<std::int64_t>(page.records.size());
+    bool more = false;
+    if (style == "relay") {
+      more = page.has_next;
+      run.cursor = page.end_cursor;
+    } else if (style == "next_link") {
+      run.cursor = next_link(response.header("link"));
+      more = !run.cursor.empty();
+    } else if (style != "none") {
+      more = n >= e.request.page_size;  // a short page is the last one
+    }
+    ++run.page;
+    run.records += n;
+    if (page.newest && (!run.newest || *page.newest > *run.newest)) run.newest = page.newest;
+    save_checkpoint(config_.fetcher_state_dir, e.name, cp);
+    failpoint("fetcher.after_checkpoint");
+    ++m.pages;
+    m.records += n;
+    result.pages = run.page;
+    result.records = run.records;
+    if (!more) break;
+  }
+  // The end marker goes to the spool before the checkpoint forgets the run: a crash between
+  // the two resumes the run, which ends again and writes the same marker again (harmless).
+  spool::Meta end;
+  end.source = e.source;
+  end.entity = e.name;
+  end.run_id = run.run_id;
+  end.mode = std::string(mode_name(run.mode));
+  end.page = run.page;
+  end.pages = run.page;
+  end.records = run.records;
+  end.fetched_at = std::chrono::system_clock::now();
+  spool::write_run_end(config_.spool_dir, end);
+  auto now = std::chrono::system_clock::now();
+  if (run.newest && run.mode != Mode::repair && (!cp.watermark || *run.newest > *cp.watermark))
+    cp.watermark = run.newest;
+  cp.last_run_id = run.run_id;
+  cp.last_completed = now;
+  if (run.mode == Mode::full) cp.last_full = now;
+  cp.current.reset();
+  save_checkpoint(config_.fetcher_state_dir, e.name, cp);
+  ++m.runs_completed;
+  result.complete = true;
+  log::info("fetcher.run_completed",
+            "entity={} run_id={} mode={} pages={} records={} requests={} retries={} "
+            "throttled_ms={} ms={}",
+            e.name, result.run_id, mode_name(result.mode), result.pages, result.records,
+            m.requests.load(), m.retries.load(), m.throttled_ms.load(),
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+  return result;
+}
+
+RunResult Fetcher::run_entity(const config::Entity& e, const std::optional<RunRequest>& request) {
+  auto cp = load_checkpoint(config_.fetcher_state_dir, e.name);
+  if (cp.current) {
+    auto resumed = continue_run(e, cp);
+    if (!resumed.complete || !request) return resumed;
+  }
+  RunRequest want;
+  if (request) {
+    want = *request;
+  } else {
+    auto now = std::chrono::system_clock::now();
+    bool full_due =
+        e.full_every.count() > 0 && (!cp.last_full || now - *cp.last_full >= e.full_every);
+    want.mode = full_due ? Mode::full : Mode::incremental;
+  }
+  RunState run;
+  run.mode = want.mode;
+  run.run_id = new_run_id(e, want.mode);
+  run.started_at = std::chrono::system_clock::now();
+  if (want.mode == Mode::incremental && cp.watermark) run.since = *cp.watermark - e.overlap;
+  if (want.mode == Mode::repair) {
+    run.since = want.from;
+    run.until = want.to;
+  }
+  cp.current = run;
+  save_checkpoint(config_.fetcher_state_dir, e.name, cp);
+  return continue_run(e, cp);
+}
+
+}  // namespace ingestd::fetcher
