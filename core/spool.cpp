@@ -79,7 +79,7 @@ fs::path quarantine_dir(const fs::path& spool, std::string_view entity) {
   return spool / "quarantine" / std::string(entity);
 }
 
-void write_atomically(const fs::path& final_path, std::string_view bytes) {
+void write_atomically(const fs::path& final_path, std::string_view bytes, bool sync_dir) {
   fs::path dir = final_path.parent_path();
   fs::create_directories(dir);
   fs::path tmp = dir / fmt::format(".{}.tmp", final_path.filename().string());
@@ -103,7 +103,7 @@ void write_atomically(const fs::path& final_path, std::string_view bytes) {
   }
   ::close(fd);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) throw_errno("cannot rename", tmp);
-  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+  if (sync_dir) fsync_path(dir, O_RDONLY | O_DIRECTORY);
 }
 
 fs::path write_page(const fs::path& spool, const Meta& meta,

@@ -46,8 +46,9 @@ namespace fs = std::filesystem;
 [[nodiscard]] fs::path quarantine_dir(const fs::path& spool, std::string_view entity);
 
 // Writes `bytes` under `final_path` so that a reader sees all of it or nothing: a dot-named
-// temporary in the same directory, fsync, rename, fsync of the directory.
-void write_atomically(const fs::path& final_path, std::string_view bytes);
+// temporary in the same directory, fsync, rename, and (with sync_dir) fsync of the directory,
+// without which a power loss may bring back the previous version of the file.
+void write_atomically(const fs::path& final_path, std::string_view bytes, bool sync_dir = true);
 
 // Writes one page; `records` are each one complete JSON value, copied verbatim.
 fs::path write_page(const fs::path& spool, const Meta& meta,

@@ -104,7 +104,10 @@ void save_checkpoint(const std::filesystem::path& state_dir, std::string_view en
       json_quote(entity), current,
       cp.last_run_id ? json_quote(*cp.last_run_id) : std::string("null"),
       time_or_null(cp.watermark), time_or_null(cp.last_completed), time_or_null(cp.last_full));
-  spool::write_atomically(file_for(state_dir, entity), text);
+  // No directory fsync: after a power loss the previous checkpoint may come back, and the run
+  // then fetches its last page again (a duplicate, harmless). The page itself is durable
+  // (spool::write_page syncs its directory) before this is written, so nothing is skipped.
+  spool::write_atomically(file_for(state_dir, entity), text, /*sync_dir=*/false);
 }
 
 }  // namespace ingestd::fetcher

@@ -24,8 +24,8 @@ std::string hex_bytea(std::string_view bytes) {
   return out;
 }
 
-// Postgres text parameters end at a NUL byte; a record that still carries one after JSON
-// validation is kept with U+FFFD in its place (and flagged), never truncated.
+// Postgres text parameters end at a NUL byte; on the row-by-row path a record that still
+// carries one is sent with U+FFFD in its place rather than truncated (jsonb then decides).
 std::string without_nul(std::string_view s) {
   std::string out;
   out.reserve(s.size());

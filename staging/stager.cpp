@@ -66,11 +66,17 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
         "AND processed_at < now() - make_interval(secs => $1) ORDER BY processed_at LIMIT $2)",
         table);
     std::int64_t deleted = 0;
-    for (;;) {
-      auto r =
-          conn.query(sql, static_cast<std::int64_t>(age_seconds.count()), cfg.staging_purge_batch);
-      deleted += r.affected();
-      if (r.affected() < cfg.staging_purge_batch || stop.stop_requested()) break;
+    try {
+      for (;;) {
+        auto r = conn.query(sql, static_cast<std::int64_t>(age_seconds.count()),
+                            cfg.staging_purge_batch);
+        deleted += r.affected();
+        if (r.affected() < cfg.staging_purge_batch || stop.stop_requested()) break;
+      }
+    } catch (const pg::Error& err) {
+      if (err.retryable()) throw;  // the connection is gone: the caller reconnects
+      // One entity's table (e.g. not migrated yet) must not stop the others' purge.
+      log::warn("stager.purge_failed", "entity={} error={}", e.name, log::q(err.what()));
     }
     if (deleted > 0) log::info("stager.purged", "entity={} rows={}", e.name, deleted);
     total += deleted;
@@ -117,7 +123,11 @@ class Worker {
       if (mode_ == RunMode::until_empty && !pass.worked && (!pass.waiting || any_failed_)) break;
       if (!pass.worked) watch_.wait(stop_, cfg_.staging_poll_interval);
     }
-    return any_failed_ ? 1 : 0;
+    // Long-lived: a clean stop is success. Once: success only if nothing is left failing.
+    if (mode_ == RunMode::forever) return 0;
+    for (const auto& [name, st] : entities_)
+      if (st.failing) return 1;
+    return 0;
   }
 
   [[nodiscard]] const Totals& totals() const { return totals_; }

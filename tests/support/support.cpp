@@ -185,7 +185,7 @@ std::string read_text(const fs::path& p) {
   return ss.str();
 }
 
-Child::Child(const std::vector<std::string>& args, const fs::path& log,
+Child::Child(const std::string& program, const std::vector<std::string>& args, const fs::path& log,
              const std::map<std::string, std::string>& env)
     : log_(log) {
   pid_ = ::fork();
@@ -198,7 +198,7 @@ Child::Child(const std::vector<std::string>& args, const fs::path& log,
     ::dup2(fd, 2);
     for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> argv;
-    std::string bin = binary();
+    std::string bin = program;
     argv.push_back(bin.data());
     std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());

@@ -87,10 +87,16 @@ struct ConfigOptions {
 // Writes the YAML to dir/ingestd.yaml and returns the loaded config (fails the test if invalid).
 config::Config write_config(const fs::path& dir, const ConfigOptions& o);
 
+[[nodiscard]] std::string binary();
+
 // A child process running the real ingestd binary, stdout+stderr to a log file.
 class Child {
  public:
   Child(const std::vector<std::string>& args, const fs::path& log,
+        const std::map<std::string, std::string>& env = {})
+      : Child(binary(), args, log, env) {}
+  // Any program (e.g. the upstream simulator).
+  Child(const std::string& program, const std::vector<std::string>& args, const fs::path& log,
         const std::map<std::string, std::string>& env = {});
   ~Child();
   Child(const Child&) = delete;
