@@ -60,4 +60,5 @@ ctest --output-on-failure --timeout 600 -j"$(nproc)" "${ctest_args[@]}"
 if [ "$bench" -eq 1 ]; then
   cd "$root"
   bash tests/bench/run.sh "$build"
+  bash tests/bench/fetch_bench.sh "$build"
 fi

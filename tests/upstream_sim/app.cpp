@@ -1,0 +1,155 @@
+// Routing, queued faults and the request counters. Read this first: handle() shows every
+// endpoint, and data_request() shows the order a data request goes through (fault, auth,
+// answer, count).
+#include <fmt/format.h>
+
+#include "app.hpp"
+
+namespace upstream_sim {
+
+namespace {
+std::string_view sv(boost::beast::string_view s) {
+  return {s.data(), s.size()};
+}
+
+// Splits "a:b:c" at the first `parts - 1` colons; the last part keeps any further colons.
+std::vector<std::string_view> split(std::string_view s, std::size_t parts) {
+  std::vector<std::string_view> out;
+  while (out.size() + 1 < parts) {
+    auto colon = s.find(':');
+    if (colon == std::string_view::npos) break;
+    out.push_back(s.substr(0, colon));
+    s = s.substr(colon + 1);
+  }
+  out.push_back(s);
+  return out;
+}
+
+// The answer of a fault that replaces the real one.
+std::optional<Response> fault_response(const Fault& f) {
+  std::optional<Response> res;
+  if (f.kind == "429") {
+    res = error_response(http::status::too_many_requests, "rate limit exceeded (simulated)");
+  } else if (f.kind == "500") {
+    res = error_response(http::status::internal_server_error, "internal error (simulated)");
+  } else if (f.kind == "503") {
+    res = error_response(http::status::service_unavailable, "unavailable (simulated)");
+  } else if (f.kind == "malformed") {
+    // What a misconfigured proxy returns: status 200, JSON content type, HTML body.
+    res = json_response(http::status::ok, "<html><body>502 Bad Gateway</body></html>\n");
+  } else if (f.kind == "graphql_error") {
+    res = json_response(http::status::ok, R"({"errors":[{"message":"simulated"}],"data":null})");
+  }
+  if (res && f.retry_after) res->set(http::field::retry_after, std::to_string(*f.retry_after));
+  return res;
+}
+}  // namespace
+
+std::optional<Auth> parse_auth(std::string_view spec) {
+  if (spec == "none") return Auth{};
+  auto kind = spec.substr(0, spec.find(':'));
+  if (kind == "bearer") {
+    auto p = split(spec, 2);
+    if (p.size() == 2 && !p[1].empty()) return Auth{Auth::Kind::bearer, std::string(p[1]), ""};
+  } else if (kind == "apikey" || kind == "oauth2") {
+    auto p = split(spec, 3);
+    if (p.size() == 3 && !p[1].empty() && !p[2].empty())
+      return Auth{kind == "apikey" ? Auth::Kind::apikey : Auth::Kind::oauth2, std::string(p[1]),
+                  std::string(p[2])};
+  }
+  return std::nullopt;
+}
+
+bool known_fault_kind(std::string_view kind) {
+  for (std::string_view k :
+       {"429", "500", "503", "slow", "truncate", "malformed", "graphql_error", "expire_tokens"})
+    if (k == kind) return true;
+  return false;
+}
+
+std::optional<Fault> parse_fault(std::string_view spec) {
+  auto p = split(spec, 3);
+  if (p.size() < 2 || !known_fault_kind(p[0])) return std::nullopt;
+  auto count = parse_int(p[1]);
+  if (!count || *count < 1 || *count > 1'000'000) return std::nullopt;
+  Fault f{std::string(p[0]), static_cast<int>(*count)};
+  if (p.size() == 3) {
+    auto param = parse_int(p[2]);
+    if (!param || *param < 0 || *param > 3'600'000) return std::nullopt;
+    if (f.kind == "slow")
+      f.delay_ms = static_cast<int>(*param);
+    else if (f.kind == "429" || f.kind == "503")
+      f.retry_after = static_cast<int>(*param);
+    else
+      return std::nullopt;  // a parameter this kind does not take is a typo
+  }
+  return f;
+}
+
+std::pair<std::string_view, std::string_view> split_target(std::string_view target) {
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return {target, {}};
+  return {target.substr(0, q), target.substr(q + 1)};
+}
+
+Response json_response(http::status status, std::string body) {
+  Response res{status, 11};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::server, "upstream_sim");
+  res.body() = std::move(body);
+  return res;
+}
+
+Response error_response(http::status status, std::string_view message) {
+  return json_response(status, fmt::format(R"({{"error":{}}})", json_quote(message)));
+}
+
+App::App(Options options) : opt_(std::move(options)), data_(opt_.seed, opt_.size) {
+  for (const auto& f : opt_.faults)
+    if (f.kind != "expire_tokens") faults_.push_back(f);  // no token exists yet to expire
+}
+
+Reply App::handle(const Request& req) {
+  std::lock_guard lock(mu_);
+  auto [path, query] = split_target(sv(req.target()));
+  if (path == "/graphql" || path.starts_with("/rest/")) return data_request(req, path, query);
+  if (path == "/oauth/token") {
+    ++token_requests_;  // counted apart: tests check how often a fetcher asks for tokens
+    return {token_endpoint(req)};
+  }
+  if (path.starts_with("/control/")) return {control(req, path, query)};
+  return {error_response(http::status::not_found, fmt::format("no route for {}", path))};
+}
+
+// Faults come first, like a rate limiter or a proxy in front of the real service: a 429 does
+// not care whether the credentials were good.
+Reply App::data_request(const Request& req, std::string_view path, std::string_view query) {
+  using namespace std::chrono;
+  auto t_ms = duration_cast<milliseconds>(steady_clock::now() - started_).count();
+  Reply reply;
+  std::optional<Fault> fault = take_fault();
+  if (auto replaced = fault ? fault_response(*fault) : std::nullopt) {
+    reply.res = std::move(*replaced);
+  } else {
+    if (auto denied = check_auth(req))
+      reply.res = std::move(*denied);
+    else
+      reply.res = path == "/graphql" ? graphql(req) : rest(req, path, query);
+    if (fault && fault->kind == "slow") reply.delay = milliseconds(fault->delay_ms);
+    if (fault && fault->kind == "truncate") reply.truncate = true;
+  }
+  int status = reply.res.result_int();
+  ++by_status_[status];
+  log_.push_back({t_ms, std::string(path), status});
+  if (log_.size() > kLogCap) log_.pop_front();
+  return reply;
+}
+
+std::optional<Fault> App::take_fault() {
+  if (faults_.empty()) return std::nullopt;
+  Fault f = faults_.front();
+  if (--faults_.front().count == 0) faults_.pop_front();
+  return f;
+}
+
+}  // namespace upstream_sim
