@@ -1,5 +1,7 @@
 #include "core/log.hpp"
 
+#include "core/json_text.hpp"
+
 #include <algorithm>
 #include <mutex>
 #include <vector>
@@ -88,34 +90,8 @@ std::string q(std::string_view value) {
   bool plain = !value.empty() && std::none_of(value.begin(), value.end(), [](char c) {
     return c == ' ' || c == '"' || c == '=' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
   });
-  if (plain) return std::string(value);
-  std::string out = "\"";
-  for (char c : value) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-        else
-          out += c;
-    }
-  }
-  out += '"';
-  return out;
+  // Quoted values use JSON string escaping: one line, and any log parser can undo it.
+  return plain ? std::string(value) : json_quote(value);
 }
 
 spdlog::logger& logger() {

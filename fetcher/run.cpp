@@ -68,6 +68,18 @@ std::optional<std::chrono::milliseconds> retry_after(const HttpResponse& r) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(secs, 3600.0) * 1000));
 }
 
+// The envelope of the run's current page (the page number is the run's position).
+spool::Meta spool_meta(const config::Entity& e, const RunState& run) {
+  spool::Meta m;
+  m.source = e.source;
+  m.entity = e.name;
+  m.run_id = run.run_id;
+  m.mode = std::string(mode_name(run.mode));
+  m.page = run.page;
+  m.fetched_at = std::chrono::system_clock::now();
+  return m;
+}
+
 std::string origin_of(const std::string& url) {
   auto scheme = url.find("://");
   auto slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
@@ -236,14 +248,8 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
     // two of the checkpoint overlap the round trip instead of adding to it.
     if (more && !stop_.stop_requested())
       prefetch = std::async(std::launch::async, fetch, std::ref(readers[1 - current]), next);
-    spool::Meta meta;
-    meta.source = e.source;
-    meta.entity = e.name;
-    meta.run_id = run.run_id;
-    meta.mode = std::string(mode_name(run.mode));
-    meta.page = run.page;
-    meta.fetched_at = std::chrono::system_clock::now();
-    if (!page.records.empty()) spool::write_page(config_.spool_dir, meta, page.records);
+    if (!page.records.empty())
+      spool::write_page(config_.spool_dir, spool_meta(e, run), page.records);
     failpoint("fetcher.after_spool");
     run = next;
     save_checkpoint(config_.fetcher_state_dir, e.name, cp);
@@ -257,15 +263,9 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
   }
   // The end marker goes to the spool before the checkpoint forgets the run: a crash between
   // the two resumes the run, which ends again and writes the same marker again (harmless).
-  spool::Meta end;
-  end.source = e.source;
-  end.entity = e.name;
-  end.run_id = run.run_id;
-  end.mode = std::string(mode_name(run.mode));
-  end.page = run.page;
+  spool::Meta end = spool_meta(e, run);
   end.pages = run.page;
   end.records = run.records;
-  end.fetched_at = std::chrono::system_clock::now();
   spool::write_run_end(config_.spool_dir, end);
   auto now = std::chrono::system_clock::now();
   if (run.newest && run.mode != Mode::repair && (!cp.watermark || *run.newest > *cp.watermark))

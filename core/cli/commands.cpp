@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -66,6 +67,19 @@ std::optional<config::Config> load_config(const po::variables_map& vm) {
   return result.config;
 }
 
+// Runs a stage with SIGTERM/SIGINT wired to its stop token; an escaping exception (a startup
+// failure such as an unwritable spool) is logged as <stage>.crashed and exits 1.
+int until_stopped(std::string_view stage, const std::function<int(const StopToken&)>& body) {
+  StopToken stop;
+  stop_on_signals(stop);
+  try {
+    return body(stop);
+  } catch (const std::exception& e) {
+    log::error(fmt::format("{}.crashed", stage), "error={}", log::q(e.what()));
+    return 1;
+  }
+}
+
 }  // namespace
 
 int check_config(const Args& args) {
@@ -127,14 +141,8 @@ int run_stager(const Args& args, std::string_view command, staging::RunMode mode
   }
   auto cfg = load_config(*vm);
   if (!cfg) return 2;
-  StopToken stop;
-  stop_on_signals(stop);
-  try {
-    return staging::run(*cfg, stop, mode);
-  } catch (const std::exception& e) {
-    log::error("stager.crashed", "error={}", log::q(e.what()));
-    return 1;
-  }
+  return until_stopped("stager",
+                       [&](const StopToken& stop) { return staging::run(*cfg, stop, mode); });
 }
 }  // namespace
 
@@ -144,15 +152,10 @@ int fetcher(const Args& args) {
   if (!vm) return code;
   auto cfg = load_config(*vm);
   if (!cfg) return 2;
-  StopToken stop;
-  stop_on_signals(stop);
-  try {
+  return until_stopped("fetcher", [&](const StopToken& stop) {
     fetcher::Fetcher f(*cfg, stop);
     return f.run_forever();
-  } catch (const std::exception& e) {
-    log::error("fetcher.crashed", "error={}", log::q(e.what()));
-    return 1;
-  }
+  });
 }
 
 int fetch(const Args& args) {
