@@ -32,10 +32,12 @@ cat >"$work/ingestd.yaml" <<YAML
 database: {url: "$url"}
 spool: {dir: "$work/spool"}
 log: {level: warn}
+staging: {files_per_transaction: ${INGESTD_BENCH_FPT:-16}}
 sources:
   bench:
+    base_url: http://127.0.0.1:9   # never called: the spool is pre-filled
     entities:
-      timeline_entries: {id: id}
+      timeline_entries: {id: id, rest: {path: /timeline_entries}}
 YAML
 "$build/ingestd" migrate -c "$work/ingestd.yaml" >/dev/null
 q "CREATE TABLE bench_baseline (doc jsonb)"
