@@ -106,8 +106,12 @@ void write_atomically(const fs::path& final_path, std::string_view bytes, bool s
   if (sync_dir) fsync_path(dir, O_RDONLY | O_DIRECTORY);
 }
 
+void sync_directory(const fs::path& dir) {
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
 fs::path write_page(const fs::path& spool, const Meta& meta,
-                    const std::vector<std::string_view>& records) {
+                    const std::vector<std::string_view>& records, bool sync_dir) {
   std::size_t total = 256;
   for (auto r : records) total += r.size() + 1;
   std::string out;
@@ -121,7 +125,7 @@ fs::path write_page(const fs::path& spool, const Meta& meta,
   out += "]}\n";
   fs::path path =
       incoming_dir(spool, meta.entity) / file_name(meta, fmt::format("p{:06}", meta.page));
-  write_atomically(path, out);
+  write_atomically(path, out, sync_dir);
   return path;
 }
 

@@ -50,9 +50,13 @@ namespace fs = std::filesystem;
 // without which a power loss may bring back the previous version of the file.
 void write_atomically(const fs::path& final_path, std::string_view bytes, bool sync_dir = true);
 
-// Writes one page; `records` are each one complete JSON value, copied verbatim.
+// Writes one page; `records` are each one complete JSON value, copied verbatim. Without
+// sync_dir the caller must sync_directory(incoming_dir(...)) before relying on the page
+// (the fetcher does that once for a group of pages).
 fs::path write_page(const fs::path& spool, const Meta& meta,
-                    const std::vector<std::string_view>& records);
+                    const std::vector<std::string_view>& records, bool sync_dir = true);
+// fsync of a directory: the renames into it survive a power loss.
+void sync_directory(const fs::path& dir);
 // Writes the marker that closes a run (kind run_end) with its page and record counts.
 fs::path write_run_end(const fs::path& spool, const Meta& meta);
 

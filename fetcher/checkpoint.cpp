@@ -81,6 +81,8 @@ Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_v
       throw std::runtime_error(
           fmt::format("checkpoint {}: current run without page or records", path.string()));
     if (!cur["cursor"].get_string().get(s)) r.cursor = std::string(s);
+    bool exhausted = false;
+    if (!cur["exhausted"].get_bool().get(exhausted)) r.exhausted = exhausted;
     cp.current = r;
   }
   return cp;
@@ -93,10 +95,10 @@ void save_checkpoint(const std::filesystem::path& state_dir, std::string_view en
     const auto& r = *cp.current;
     current = fmt::format(
         "{{\"run_id\":{},\"mode\":{},\"since\":{},\"until\":{},\"page\":{},\"records\":{},"
-        "\"cursor\":{},\"newest\":{},\"started_at\":{}}}",
+        "\"cursor\":{},\"newest\":{},\"started_at\":{},\"exhausted\":{}}}",
         json_quote(r.run_id), json_quote(mode_name(r.mode)), time_or_null(r.since),
         time_or_null(r.until), r.page, r.records, json_quote(r.cursor), time_or_null(r.newest),
-        json_quote(format_rfc3339(r.started_at)));
+        json_quote(format_rfc3339(r.started_at)), r.exhausted ? "true" : "false");
   }
   std::string text = fmt::format(
       "{{\"version\":1,\"entity\":{},\"current\":{},\"last_run_id\":{},\"watermark\":{},"

@@ -25,6 +25,7 @@ struct RunState {
   std::int64_t records = 0;
   std::string cursor;             // relay endCursor / next link of the last page
   std::optional<SysTime> newest;  // max updated-at seen in this run
+  bool exhausted = false;         // its last page is durable: only the end remains
   SysTime started_at{};
 };
 

@@ -152,12 +152,12 @@ void ResponseReader::read_page_info(Page& page) {
   if (auto e = info.find_field_unordered("hasNextPage").get_bool().get(has_next))
     bad("relay: no pageInfo.hasNextPage", e);
   page.has_next = has_next;
+  // The end cursor is kept even on the last page: a run resumed after its last page was
+  // checkpointed must continue after it, not start over (null on an empty page).
   std::string_view cursor;
-  if (has_next) {
-    if (auto e = info.find_field_unordered("endCursor").get_string().get(cursor))
-      bad("relay: hasNextPage without an endCursor", e);
-    page.end_cursor = std::string(cursor);
-  }
+  auto c = info.find_field_unordered("endCursor");
+  if (!c.get_string().get(cursor)) page.end_cursor = std::string(cursor);
+  if (has_next && page.end_cursor.empty()) bad("relay: hasNextPage without an endCursor");
 }
 
 }  // namespace ingestd::fetcher

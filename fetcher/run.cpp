@@ -1,5 +1,4 @@
 // One entity's run: page after page, each durably spooled before its checkpoint.
-#include <future>
 #include <random>
 #include <thread>
 
@@ -14,6 +13,7 @@
 #include "fetcher/auth.hpp"
 #include "fetcher/fetcher.hpp"
 #include "fetcher/http.hpp"
+#include "fetcher/page_writer.hpp"
 #include "fetcher/rate_limiter.hpp"
 #include "fetcher/response.hpp"
 #include "fetcher/source_state.hpp"
@@ -193,76 +193,82 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
   auto& run = *cp.current;
   RunResult result{false, run.run_id, run.mode, run.page, run.records, ""};
   HttpClient http(src.source.timeout, src.source.tls_verify, stop_);
-  // Two readers: page k's records stay valid while page k+1 is read into the other.
-  bool relay = e.request.pagination == "relay";
-  ResponseReader readers[2] = {{e.request.records, e.updated_at_path, relay},
-                               {e.request.records, e.updated_at_path, relay}};
-  struct Fetched {
-    Page page;
-    HttpResponse response;
-  };
-  auto fetch = [&](ResponseReader& reader, RunState at) {
-    Fetched f;
-    f.page = fetch_page(src, e, at, http, reader, m, stop_, f.response);
-    return f;
-  };
+  ResponseReader reader(e.request.records, e.updated_at_path, e.request.pagination == "relay");
   auto started = Clock::now();
   log::info("fetcher.run_started", "entity={} run_id={} mode={} since={} until={} page={}", e.name,
             run.run_id, mode_name(run.mode), run.since ? format_rfc3339(*run.since) : "-",
             run.until ? format_rfc3339(*run.until) : "-", run.page);
-  std::future<Fetched> prefetch;
-  int current = 0;
-  for (;;) {
-    if (stop_.stop_requested()) return result;
-    Fetched got;
+  // This thread fetches; the writer makes pages durable behind it (page_writer.hpp). `pos`
+  // is where fetching stands; cp.current (the durable position) belongs to the writer until
+  // finish() returns.
+  RunState pos = run;
+  bool reached_end = run.exhausted;  // crashed after its last page: only the end is left
+  if (!reached_end) {
+    PageWriter writer(config_, e, cp, m);
+    for (;;) {
+      if (stop_.stop_requested()) break;
+      HttpResponse response;
+      Page page;
+      try {
+        page = fetch_page(src, e, pos, http, reader, m, stop_, response);
+      } catch (const Stopped&) {
+        break;
+      } catch (const GaveUp& err) {
+        ++m.runs_failed;
+        result.error = err.what();
+        log::error("fetcher.run_failed", "entity={} run_id={} page={} error={}", e.name, pos.run_id,
+                   pos.page, log::q(err.what()));
+        break;
+      }
+      QueuedPage q{spool_meta(e, pos), {}, {}, pos};
+      std::size_t bytes = 0;
+      for (auto r : page.records) bytes += r.size();
+      q.blob.reserve(bytes);
+      for (auto r : page.records) {
+        q.spans.emplace_back(q.blob.size(), r.size());
+        q.blob.append(r);
+      }
+      // Where the next page starts, per pagination style.
+      auto& next = q.after;
+      const auto& style = e.request.pagination;
+      auto n = static_cast<std::int64_t>(page.records.size());
+      bool more = false;
+      if (style == "relay") {
+        more = page.has_next;
+        if (!page.end_cursor.empty()) next.cursor = page.end_cursor;
+      } else if (style == "next_link") {
+        next.cursor = next_link(response.header("link"));
+        more = !next.cursor.empty();
+      } else if (style != "none") {
+        more = n >= e.request.page_size;  // a short page is the last one
+      }
+      ++next.page;
+      next.records += n;
+      next.exhausted = !more;
+      if (page.newest && (!next.newest || *page.newest > *next.newest)) next.newest = page.newest;
+      pos = next;
+      if (!writer.push(std::move(q))) break;  // the writer failed: finish() reports why
+      if (!more) {
+        reached_end = true;
+        break;
+      }
+    }
     try {
-      got = prefetch.valid() ? prefetch.get() : fetch(readers[current], run);
-    } catch (const Stopped&) {
-      return result;
-    } catch (const GaveUp& err) {
+      writer.finish();
+    } catch (const std::exception& err) {
       ++m.runs_failed;
-      result.error = err.what();
-      log::error("fetcher.run_failed", "entity={} run_id={} page={} error={}", e.name, run.run_id,
-                 run.page, log::q(err.what()));
-      return result;
+      result.error = fmt::format("cannot make pages durable: {}", err.what());
+      log::error("fetcher.run_failed", "entity={} run_id={} error={}", e.name, pos.run_id,
+                 log::q(result.error));
+      reached_end = false;
     }
-    const Page& page = got.page;
-    // Where the next page starts, per pagination style.
-    RunState next = run;
-    const auto& style = e.request.pagination;
-    auto n = static_cast<std::int64_t>(page.records.size());
-    bool more = false;
-    if (style == "relay") {
-      more = page.has_next;
-      next.cursor = page.end_cursor;
-    } else if (style == "next_link") {
-      next.cursor = next_link(got.response.header("link"));
-      more = !next.cursor.empty();
-    } else if (style != "none") {
-      more = n >= e.request.page_size;  // a short page is the last one
-    }
-    ++next.page;
-    next.records += n;
-    if (page.newest && (!next.newest || *page.newest > *next.newest)) next.newest = page.newest;
-    // Ask for page k+1 while page k is made durable: the two fsyncs of the spool file and the
-    // two of the checkpoint overlap the round trip instead of adding to it.
-    if (more && !stop_.stop_requested())
-      prefetch = std::async(std::launch::async, fetch, std::ref(readers[1 - current]), next);
-    if (!page.records.empty())
-      spool::write_page(config_.spool_dir, spool_meta(e, run), page.records);
-    failpoint("fetcher.after_spool");
-    run = next;
-    save_checkpoint(config_.fetcher_state_dir, e.name, cp);
-    failpoint("fetcher.after_checkpoint");
-    ++m.pages;
-    m.records += n;
-    result.pages = run.page;
-    result.records = run.records;
-    if (!more) break;
-    current = 1 - current;
   }
+  result.pages = run.page;
+  result.records = run.records;
+  if (!reached_end) return result;
   // The end marker goes to the spool before the checkpoint forgets the run: a crash between
   // the two resumes the run, which ends again and writes the same marker again (harmless).
+  failpoint("fetcher.before_run_end");
   spool::Meta end = spool_meta(e, run);
   end.pages = run.page;
   end.records = run.records;

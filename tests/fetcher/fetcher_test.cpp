@@ -135,30 +135,58 @@ TEST_CASE("REST page and offset and next-link pagination fetch every record") {
   CHECK(f.spooled("users") == f.upstream("users"));
 }
 
-TEST_CASE("SIGKILL after page k then restart resumes at page k and loses no page") {
-  FetchFixture f({"--size", "70"});
-  // Killed right after the 3rd checkpoint: pages 0..2 are spooled and recorded.
+TEST_CASE("SIGKILL after a checkpoint then restart resumes at its page and loses no page") {
+  // 40 requests a second: the writer keeps up, checkpoints come page by page.
+  FetchFixture f({"--size", "70"}, "rate_limit: {per_second: 40, burst: 1}");
+  // Killed right after the 3rd checkpoint: every page it names is durable.
   CHECK(f.fetch({}, {{"INGESTD_FAILPOINTS", "fetcher.after_checkpoint:3"}}, "killed.log") ==
         128 + SIGKILL);
   auto cp = f.checkpoint("clients");
   REQUIRE(cp.current);
-  CHECK(cp.current->page == 3);
+  auto page = cp.current->page;
+  CHECK(page >= 3);
+  CHECK(test::spooled_ids(f.spool, "clients").size() == static_cast<std::size_t>(page) * 7);
   std::string run_id = cp.current->run_id;
   CHECK(f.fetch({}, {}, "resumed.log") == 0);
-  auto resumed = f.log("resumed.log");
-  CHECK(resumed.find(fmt::format("run_id={} mode=incremental since=- until=- page=3", run_id)) !=
-        std::string::npos);
+  CHECK(f.log("resumed.log")
+            .find(fmt::format("run_id={} mode=incremental since=- until=- page={}", run_id,
+                              page)) != std::string::npos);
   CHECK(f.spooled("clients") == f.upstream("clients"));
   CHECK(test::spooled_ids(f.spool, "clients").size() == 70);  // no page fetched twice
 }
 
-TEST_CASE("SIGKILL between spooling a page and its checkpoint refetches only that page") {
-  FetchFixture f({"--size", "70"});
+TEST_CASE("SIGKILL between spooling pages and their checkpoint refetches only those pages") {
+  // 40 requests a second: the writer keeps up, checkpoints come page by page.
+  FetchFixture f({"--size", "70"}, "rate_limit: {per_second: 40, burst: 1}");
   CHECK(f.fetch({}, {{"INGESTD_FAILPOINTS", "fetcher.after_spool:2"}}, "killed.log") ==
         128 + SIGKILL);
+  auto cp = f.checkpoint("clients");
+  REQUIRE(cp.current);
+  auto durable = cp.current->page;  // pages the checkpoint names
+  auto on_disk = test::spooled_ids(f.spool, "clients").size() / 7;
+  CHECK(on_disk >= static_cast<std::size_t>(durable));
   CHECK(f.fetch({}, {}, "resumed.log") == 0);
   CHECK(f.spooled("clients") == f.upstream("clients"));
-  CHECK(test::spooled_ids(f.spool, "clients").size() == 70 + 7);  // page 1 twice: harmless
+  // Exactly the pages written after the last checkpoint come twice (harmless downstream).
+  CHECK(test::spooled_ids(f.spool, "clients").size() ==
+        70 + (on_disk - static_cast<std::size_t>(durable)) * 7);
+}
+
+TEST_CASE("SIGKILL after the last page then restart only writes the end marker") {
+  for (const char* entities : {kRest, ""}) {
+    FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 0}",
+                   std::string(entities).empty() ? kRelayClients : "", entities);
+    const char* entity = std::string(entities).empty() ? "clients" : "users";
+    CAPTURE(entity);
+    CHECK(f.fetch({"--entity", entity}, {{"INGESTD_FAILPOINTS", "fetcher.before_run_end"}},
+                  "killed.log") == 128 + SIGKILL);
+    auto first = test::spooled_ids(f.spool, entity).size();
+    CHECK(first == f.upstream(entity).size());
+    CHECK(test::run_ends(f.spool, entity) == 0);
+    CHECK(f.fetch({"--entity", entity}, {}, "resumed.log") == 0);
+    CHECK(test::spooled_ids(f.spool, entity).size() == first);  // nothing fetched again
+    CHECK(test::run_ends(f.spool, entity) == 1);
+  }
 }
 
 TEST_CASE("the request rate never exceeds the limit plus the burst") {
@@ -249,15 +277,19 @@ TEST_CASE("each fault kind is retried and the run completes with every record") 
 }
 
 TEST_CASE("a page that keeps failing stops the run loudly and the next run resumes it") {
-  FetchFixture f({"--size", "40"});
+  // 40 requests a second: the writer keeps up page by page, so the 2nd checkpoint is mid-run.
+  FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 40, burst: 1}");
   CHECK(f.fetch({}, {{"INGESTD_FAILPOINTS", "fetcher.after_checkpoint:2"}}, "killed.log") ==
         128 + SIGKILL);
+  auto before = f.checkpoint("clients");
+  REQUIRE(before.current);
+  REQUIRE_FALSE(before.current->exhausted);
   f.sim.fault(R"({"kind":"500","count":50})");
   CHECK(f.fetch({}, {}, "failing.log") == 1);
   CHECK(f.log("failing.log").find("event=fetcher.run_failed") != std::string::npos);
   auto cp = f.checkpoint("clients");
   REQUIRE(cp.current);
-  CHECK(cp.current->page == 2);  // nothing skipped
+  CHECK(cp.current->page == before.current->page);  // nothing skipped
   f.sim.reset();
   CHECK(f.fetch({}, {}, "recovered.log") == 0);
   CHECK(f.spooled("clients") == f.upstream("clients"));
