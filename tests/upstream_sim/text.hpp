@@ -3,6 +3,8 @@
 // credentials, and URL query strings.
 #pragma once
 
+#include "core/json_text.hpp"
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -11,9 +13,8 @@
 
 namespace upstream_sim {
 
-// `s` as a JSON string literal, quotes included. UTF-8 passes through unchanged; `"`, `\` and
-// every control character below 0x20 are escaped, so any record text stays valid JSON.
-[[nodiscard]] std::string json_quote(std::string_view s);
+// `s` as a JSON string literal: the project's one escaper (core/json_text.hpp).
+using ingestd::json_quote;
 
 [[nodiscard]] std::string base64_encode(std::string_view bytes);
 // nullopt for anything that is not canonical padded base64.
