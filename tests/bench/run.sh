@@ -32,7 +32,7 @@ cat >"$work/ingestd.yaml" <<YAML
 database: {url: "$url"}
 spool: {dir: "$work/spool"}
 log: {level: warn}
-staging: {files_per_transaction: ${INGESTD_BENCH_FPT:-16}}
+staging: {files_per_transaction: ${INGESTD_BENCH_FPT:-16}, workers: ${INGESTD_BENCH_WORKERS:-2}}
 sources:
   bench:
     base_url: http://127.0.0.1:9   # never called: the spool is pre-filled
