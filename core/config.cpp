@@ -2,14 +2,13 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include "core/dsn.hpp"
+#include "core/files.hpp"
 #include "core/log.hpp"
 
 namespace ingestd::config {
@@ -168,14 +167,12 @@ class Loader {
     if (!expanded) return;
     text = *expanded;
     if (from_file) {
-      std::ifstream in(text, std::ios::binary);
-      if (!in) {
+      auto content = read_file(text);
+      if (!content) {
         error(line, path, fmt::format("cannot read the file '{}'", text));
         return;
       }
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
+      text = std::move(*content);
       while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
     }
     if (!check_value(*key, text, target_path, line)) return;
@@ -506,15 +503,13 @@ LoadResult load_string(std::string_view yaml, std::string_view origin) {
 }
 
 LoadResult load_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
+  auto text = read_file(file);
+  if (!text) {
     LoadResult r;
     r.errors.push_back(fmt::format("{}: cannot read the configuration file", file.string()));
     return r;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return load_string(ss.str(), file.string());
+  return load_string(*text, file.string());
 }
 
 std::string render_effective(const Config& config) {

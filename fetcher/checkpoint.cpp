@@ -1,12 +1,10 @@
 #include "fetcher/checkpoint.hpp"
 
-#include <fstream>
-#include <sstream>
-
 #include <simdjson.h>
 
 #include <fmt/format.h>
 
+#include "core/files.hpp"
 #include "core/json_text.hpp"
 #include "core/spool.hpp"
 
@@ -51,13 +49,11 @@ std::optional<Mode> parse_mode(std::string_view s) {
 Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_view entity) {
   Checkpoint cp;
   auto path = file_for(state_dir, entity);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return cp;
-  std::stringstream ss;
-  ss << in.rdbuf();
+  auto text = read_file(path);
+  if (!text) return cp;
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
-  if (auto e = parser.parse(ss.str()).get(doc))
+  if (auto e = parser.parse(*text).get(doc))
     throw std::runtime_error(fmt::format("checkpoint {} is not valid JSON ({}); fix or remove it",
                                          path.string(), simdjson::error_message(e)));
   std::string_view s;

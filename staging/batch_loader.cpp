@@ -1,12 +1,12 @@
 #include "staging/batch_loader.hpp"
 
 #include <chrono>
-#include <fstream>
 #include <map>
 
 #include <fmt/format.h>
 
 #include "core/failpoint.hpp"
+#include "core/files.hpp"
 #include "core/log.hpp"
 #include "core/stop.hpp"
 
@@ -17,17 +17,6 @@ namespace {
 
 constexpr std::size_t kCopyFlushBytes = 1 << 20;
 constexpr int kMaxConflictRetries = 5;
-
-std::optional<std::string> read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::string bytes;
-  in.seekg(0, std::ios::end);
-  bytes.resize(static_cast<std::size_t>(in.tellg()));
-  in.seekg(0);
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  return bytes;
-}
 
 }  // namespace
 

@@ -1,10 +1,9 @@
 // The rare paths of the batch loader: a file that is not a spool document, and records
 // Postgres refuses.
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
+#include "core/files.hpp"
 #include "core/log.hpp"
 #include "staging/batch_loader.hpp"
 
@@ -86,13 +85,8 @@ void BatchLoader::insert_row_by_row(const std::vector<const Row*>& rows) {
 void BatchLoader::quarantine(const fs::path& file, std::string_view bytes,
                              const std::string& reason) {
   std::string original(bytes);
-  if (original.empty()) {
-    // The reader never took the bytes (it failed in its constructor): read them again.
-    std::ifstream in(file, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    original = ss.str();
-  }
+  // The reader never took the bytes (it failed in its constructor): read them again.
+  if (original.empty()) original = read_file(file).value_or("");
   conn_->exec_script("BEGIN");
   try {
     // The ledger row makes a quarantine exactly-once too (a crash before the move replays).

@@ -12,12 +12,12 @@
 #include <fstream>
 #include <functional>
 #include <random>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "core/files.hpp"
 #include "core/spool.hpp"
 
 #ifndef INGESTD_BINARY
@@ -179,10 +179,7 @@ std::string binary() {
 }
 
 std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return read_file(p).value_or("");
 }
 
 Child::Child(const std::string& program, const std::vector<std::string>& args, const fs::path& log,
