@@ -130,7 +130,6 @@ class Connection {
   void copy_abort(std::string_view reason) noexcept;
 
   [[nodiscard]] bool healthy() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
-  [[nodiscard]] PGconn* raw() const { return conn_.get(); }
   // Unique per opened connection in this process: session state (temp tables, prepared
   // statements) belongs to one serial and must be recreated after a reconnect.
   [[nodiscard]] std::uint64_t serial() const { return serial_; }

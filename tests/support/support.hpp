@@ -104,7 +104,6 @@ class Child {
   void signal(int sig) const;
   // Exit status (WEXITSTATUS, or 128+signal) or nullopt when still running after `timeout`.
   std::optional<int> wait(std::chrono::milliseconds timeout);
-  [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] std::string log_text() const;
   // True once the log contains `needle` (e.g. the "started" event: signal handlers are in).
   bool wait_for_log(std::string_view needle, std::chrono::milliseconds timeout) const;
