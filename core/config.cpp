@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <set>
 
 #include <fmt/format.h>
@@ -384,7 +385,165 @@ class Loader {
     e.every = *parse_duration(opt(p + ".schedule.every"));
     e.full_every = *parse_duration(opt(p + ".schedule.full_every"));
     e.overlap = *parse_duration(opt(p + ".overlap"));
+    build_table(e, p, line);
     return e;
+  }
+
+  bool given_under(const std::string& prefix) const {
+    auto it = seen_paths_.lower_bound(prefix);
+    if (it != seen_paths_.end() && it->rfind(prefix, 0) == 0) return true;
+    auto m = seen_maps_.lower_bound(prefix);
+    return m != seen_maps_.end() && m->rfind(prefix, 0) == 0;
+  }
+
+  int line_of(const std::string& path, int fallback) const {
+    auto it = values_.find(path);
+    return it == values_.end() || it->second.line == 0 ? fallback : it->second.line;
+  }
+
+  // A record path: dot-separated segments of [A-Za-z0-9_-]. Checked here because the
+  // reconciler writes paths into SQL as jsonb path literals.
+  static bool valid_record_path(std::string_view p) {
+    if (p.empty() || p.front() == '.' || p.back() == '.') return false;
+    char prev = '.';
+    for (char ch : p) {
+      bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                ch == '_' || ch == '-' || ch == '.';
+      if (!ok || (ch == '.' && prev == '.')) return false;
+      prev = ch;
+    }
+    return true;
+  }
+
+  void build_table(Entity& e, const std::string& p, int line) {
+    std::string tp = p + ".table";
+    if (!given_under(tp + ".")) return;
+    Table& t = e.table;
+    t.name = opt(tp + ".name").empty() ? e.name : opt(tp + ".name");
+    if (!valid_identifier(t.name) || t.name.size() > 63 || t.name.rfind("stg_", 0) == 0 ||
+        t.name.rfind("ingestd_", 0) == 0)
+      error(line_of(tp + ".name", line), tp + ".name",
+            fmt::format("'{}' is not a usable table name (lowercase letters, digits and _, at "
+                        "most 63 bytes, not starting with stg_ or ingestd_)",
+                        t.name));
+    t.user_owned = opt(tp + ".user_owned") == "true";
+    static const std::set<std::string, std::less<>> reserved = {
+        "id",         "raw_data",   "is_placeholder", "content_hash", "source_updated_at",
+        "fetched_at", "version",    "created_at",     "updated_at",   "synced_at",
+        "deleted_at"};
+    for (const auto& [cpath, cline] : instances_["sources.*.entities.*.table.columns.*"]) {
+      std::string prefix = tp + ".columns.";
+      if (cpath.rfind(prefix, 0) != 0) continue;
+      Column c;
+      c.name = cpath.substr(prefix.size());
+      c.path = opt(cpath + ".path");
+      c.type = opt(cpath + ".type");
+      c.required = opt(cpath + ".required") == "true";
+      c.references = opt(cpath + ".references");
+      c.match_column = opt(cpath + ".match.column");
+      c.match_path = opt(cpath + ".match.path");
+      c.match_distance = std::stoll(opt(cpath + ".match.max_distance"));
+      if (reserved.count(c.name) || c.name.rfind("ingestd_", 0) == 0)
+        error(cline, cpath, "this column name is reserved (every table has it already)");
+      if (!c.path.empty() && !valid_record_path(c.path))
+        error(line_of(cpath + ".path", cline), cpath + ".path",
+              fmt::format("'{}' is not a record path (segments of letters, digits, _ and -, "
+                          "separated by dots)",
+                          c.path));
+      if (!c.references.empty() && c.type != "text")
+        error(line_of(cpath + ".type", cline), cpath + ".type",
+              "a column with references holds an id and must be of type text");
+      if (c.match_column.empty() != c.match_path.empty())
+        error(cline, cpath + ".match", "needs both column and path");
+      if (!c.match_column.empty() && c.references.empty())
+        error(cline, cpath + ".match", "only a column with references can have a match rule");
+      if (!c.match_column.empty() && !valid_identifier(c.match_column))
+        error(line_of(cpath + ".match.column", cline), cpath + ".match.column",
+              "is not a column name");
+      if (!c.match_path.empty() && !valid_record_path(c.match_path))
+        error(line_of(cpath + ".match.path", cline), cpath + ".match.path",
+              "is not a record path");
+      t.columns.push_back(std::move(c));
+    }
+    for (const auto& [ppath, pline] : instances_["sources.*.entities.*.table.placeholder.*"]) {
+      std::string prefix = tp + ".placeholder.";
+      if (ppath.rfind(prefix, 0) != 0) continue;
+      std::string column = ppath.substr(prefix.size());
+      if (!t.find_column(column))
+        error(pline, ppath, fmt::format("'{}' is not a column of this table", column));
+      t.placeholder[column] = opt(ppath);
+    }
+    if (!valid_record_path(e.id_path))
+      error(line_of(p + ".id", line), p + ".id", "is not a record path");
+    if (!valid_record_path(e.updated_at_path))
+      error(line_of(p + ".updated_at", line), p + ".updated_at", "is not a record path");
+  }
+
+  // References name reconciled entities; tables are unique; no cycle between entities (a
+  // self-reference is fine): parents can then always be applied first.
+  int entity_line(const Entity& e) {
+    std::string path = fmt::format("sources.{}.entities.{}", e.source, e.name);
+    for (const auto& [p, l] : instances_["sources.*.entities.*"])
+      if (p == path) return l;
+    return 1;
+  }
+
+  void check_references(Config& c) {
+    std::map<std::string, std::string> tables;  // table -> entity
+    for (const auto& e : c.entities) {
+      if (e.table.name.empty()) continue;
+      std::string p = fmt::format("sources.{}.entities.{}.table", e.source, e.name);
+      int eline = entity_line(e);
+      if (auto [it, fresh] = tables.emplace(e.table.name, e.name); !fresh)
+        error(line_of(p + ".name", eline), p + ".name",
+              fmt::format("table '{}' is already used by entity '{}'", e.table.name, it->second));
+      for (const auto& col : e.table.columns) {
+        if (col.references.empty()) continue;
+        std::string cp = p + ".columns." + col.name + ".references";
+        const Entity* target = c.find_entity(col.references);
+        if (!target || target->table.name.empty())
+          error(line_of(cp, eline), cp,
+                fmt::format("'{}' is not an entity with a table{}", col.references,
+                            target ? " (add a table block to it)" : ""));
+        else if (!col.match_column.empty() && !target->table.find_column(col.match_column))
+          error(line_of(cp, eline), p + ".columns." + col.name + ".match.column",
+                fmt::format("'{}' is not a column of table '{}'", col.match_column,
+                            target->table.name));
+      }
+    }
+    if (!errors_.empty()) return;
+    // Depth-first search for a cycle through distinct entities.
+    std::map<std::string, int> state;  // 0 new, 1 on the stack, 2 done
+    std::function<bool(const Entity&, std::vector<std::string>&)> visit =
+        [&](const Entity& e, std::vector<std::string>& stack) {
+          state[e.name] = 1;
+          stack.push_back(e.name);
+          for (const auto& col : e.table.columns) {
+            if (col.references.empty() || col.references == e.name) continue;
+            const Entity* t = c.find_entity(col.references);
+            if (state[t->name] == 1) {
+              stack.push_back(t->name);
+              return true;
+            }
+            if (state[t->name] == 0 && visit(*t, stack)) return true;
+          }
+          stack.pop_back();
+          state[e.name] = 2;
+          return false;
+        };
+    for (const auto& e : c.entities) {
+      if (e.table.name.empty() || state[e.name] != 0) continue;
+      std::vector<std::string> stack;
+      if (visit(e, stack)) {
+        std::string chain;
+        for (const auto& n : stack) chain += (chain.empty() ? "" : " -> ") + n;
+        error(entity_line(e), fmt::format("sources.{}.entities.{}.table.columns", e.source, e.name),
+              fmt::format("references form a cycle ({}); break it by dropping one references "
+                          "(keep the column as plain text)",
+                          chain));
+        return;
+      }
+    }
   }
 
   LoadResult finish() {
@@ -429,6 +588,15 @@ class Loader {
         c.entities.push_back(build_entity(source, name, ent_path, ent_line));
       }
     }
+    c.reconciler_workers = integer("reconciler.workers");
+    c.reconciler_batch_size = integer("reconciler.batch_size");
+    c.reconciler_max_attempts = integer("reconciler.max_attempts");
+    c.reconciler_retry_initial = dur("reconciler.retry_initial");
+    c.reconciler_retry_max = dur("reconciler.retry_max");
+    c.reconciler_poll_interval = dur("reconciler.poll_interval");
+    c.reconciler_max_delete_fraction = std::strtod(text("reconciler.max_delete_fraction").c_str(),
+                                                   nullptr);
+    check_references(c);
     c.fetcher_state_dir = opt("fetcher.state_dir").empty()
                               ? c.spool_dir / "state"
                               : std::filesystem::path(opt("fetcher.state_dir"));
@@ -459,6 +627,33 @@ const Source* Config::find_source(std::string_view name) const {
   for (const auto& s : sources)
     if (s.name == name) return &s;
   return nullptr;
+}
+
+const Column* Table::find_column(std::string_view column) const {
+  for (const auto& c : columns)
+    if (c.name == column) return &c;
+  return nullptr;
+}
+
+std::vector<const Entity*> Config::reconciled_in_order() const {
+  std::vector<const Entity*> out;
+  std::set<std::string, std::less<>> placed;
+  // check_references() refused cycles, so each pass places at least one entity.
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (const auto& e : entities) {
+      if (e.table.name.empty() || placed.count(e.name)) continue;
+      bool ready = true;
+      for (const auto& col : e.table.columns)
+        if (!col.references.empty() && col.references != e.name && !placed.count(col.references))
+          ready = false;
+      if (!ready) continue;
+      out.push_back(&e);
+      placed.insert(e.name);
+      progress = true;
+    }
+  }
+  return out;
 }
 
 const Entity* Config::find_entity(std::string_view name) const {

@@ -71,6 +71,30 @@ struct Request {
   std::string param_page, param_limit, param_offset, param_since, param_until;
 };
 
+// The production table an entity is reconciled into (reconciler/). Column names and the table
+// name are validated identifiers; paths are dotted segments of [A-Za-z0-9_-].
+struct Column {
+  std::string name;
+  std::string path;  // dotted path inside the record
+  std::string type;  // text | integer | bigint | numeric | boolean | date | timestamptz | jsonb
+  bool required = false;
+  std::string references;  // entity name, or empty
+  // Optional fuzzy match when the referenced id is unknown: a row of the referenced table
+  // whose `match_column` is within `match_distance` (Levenshtein) of this record's value at
+  // `match_path` is linked instead of a placeholder, and the link is recorded for review.
+  std::string match_column;
+  std::string match_path;
+  std::int64_t match_distance = 0;
+};
+
+struct Table {
+  std::string name;  // empty: the entity is staged but not reconciled
+  bool user_owned = false;
+  std::vector<Column> columns;
+  std::map<std::string, std::string> placeholder;  // column -> template; {id} is the id
+  [[nodiscard]] const Column* find_column(std::string_view column) const;
+};
+
 struct Entity {
   std::string source;
   std::string name;     // validated identifier: stg_<name> is its staging table
@@ -80,6 +104,7 @@ struct Entity {
   Duration every{};
   Duration full_every{};  // 0: never on schedule
   Duration overlap{};
+  Table table;
 };
 
 struct Config {
@@ -105,6 +130,14 @@ struct Config {
 
   std::filesystem::path fetcher_state_dir;
 
+  std::int64_t reconciler_workers = 0;
+  std::int64_t reconciler_batch_size = 0;
+  std::int64_t reconciler_max_attempts = 0;
+  Duration reconciler_retry_initial{};
+  Duration reconciler_retry_max{};
+  Duration reconciler_poll_interval{};
+  double reconciler_max_delete_fraction = 0;
+
   std::vector<Source> sources;
   std::vector<Entity> entities;
 
@@ -114,6 +147,8 @@ struct Config {
 
   [[nodiscard]] const Entity* find_entity(std::string_view name) const;
   [[nodiscard]] const Source* find_source(std::string_view name) const;
+  // Entities that have a table, parents before the entities that reference them.
+  [[nodiscard]] std::vector<const Entity*> reconciled_in_order() const;
 };
 
 struct LoadResult {

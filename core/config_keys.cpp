@@ -50,6 +50,25 @@ const std::vector<Key>& keys() {
       {"fetcher.state_dir", Type::path, "", false, false, 0, 0, "",
        "Where the fetcher keeps its checkpoints (default: <spool.dir>/state)."},
 
+      {"reconciler.workers", Type::integer, "2", false, false, 1, 32, "",
+       "Parallel reconcilers in one process, each with its own connection. More processes "
+       "(and hosts) may run against the same database: they share the work."},
+      {"reconciler.batch_size", Type::integer, "2000", false, false, 1, 100000, "",
+       "Staging rows claimed and applied per transaction."},
+      {"reconciler.max_attempts", Type::integer, "5", false, false, 1, 1000, "",
+       "A row that failed this many times for a database reason is dead (kept, alerted, "
+       "`ingestd requeue` puts it back)."},
+      {"reconciler.retry_initial", Type::duration, "30s", false, false, 10 * ms, 1 * day, "",
+       "Backoff after a row's first failure; doubles per attempt, with jitter."},
+      {"reconciler.retry_max", Type::duration, "1h", false, false, 10 * ms, 7 * day, "",
+       "Longest backoff between a row's attempts."},
+      {"reconciler.poll_interval", Type::duration, "1s", false, false, 10 * ms, 1 * hour, "",
+       "How often an idle reconciler looks for new staging rows."},
+      {"reconciler.max_delete_fraction", Type::number, "0.5", false, false, 0, 1, "",
+       "A full run that would soft-delete more than this share of an entity's live rows "
+       "deletes nothing and is reported instead (an upstream answering with an empty list "
+       "must not empty the table). 1 turns the guard off."},
+
       {"sources", Type::map, "", true, false, 0, 0, "", "Upstream APIs, by a name of your choice."},
       {"sources.*.base_url", Type::string, "", true, false, 0, 0, "",
        "Base URL: GraphQL requests are POSTed to it, REST paths are appended to it."},
@@ -122,6 +141,42 @@ const std::vector<Key>& keys() {
       {"sources.*.entities.*.overlap", Type::duration, "5m", false, false, 0, 30 * day, "",
        "An incremental run starts this long before the last complete run's newest record, "
        "so records updated at the boundary are never missed (repeats are harmless)."},
+      {"sources.*.entities.*.table.name", Type::string, "", false, false, 0, 0, "",
+       "Production table (default: the entity name). An entity with a `table` block is "
+       "reconciled; without one it is only staged."},
+      {"sources.*.entities.*.table.user_owned", Type::boolean, "false", false, false, 0, 0, "",
+       "The table is managed by you: `ingestd migrate` only checks it and names each missing "
+       "or mistyped column, and never alters it."},
+      {"sources.*.entities.*.table.columns", Type::map, "", false, false, 0, 0, "",
+       "Columns by name, besides the ones every table has (id, raw_data, is_placeholder, "
+       "content_hash, source_updated_at, fetched_at, version, created_at, updated_at, "
+       "synced_at, deleted_at)."},
+      {"sources.*.entities.*.table.columns.*.path", Type::string, "", true, false, 0, 0, "",
+       "Dotted path of the value inside a record (e.g. piano.id)."},
+      {"sources.*.entities.*.table.columns.*.type", Type::choice, "text", false, false, 0, 0,
+       "text|integer|bigint|numeric|boolean|date|timestamptz|jsonb",
+       "Column type; a record whose value does not fit is skipped with the reason."},
+      {"sources.*.entities.*.table.columns.*.required", Type::boolean, "false", false, false, 0,
+       0, "", "A record without this value is skipped with the reason."},
+      {"sources.*.entities.*.table.columns.*.references", Type::string, "", false, false, 0, 0,
+       "",
+       "Entity whose table this column points to (a real foreign key). An unknown id creates "
+       "a placeholder row there."},
+      {"sources.*.entities.*.table.columns.*.match.column", Type::string, "", false, false, 0, 0,
+       "",
+       "Fuzzy reference: column of the referenced table holding a natural key (needs the "
+       "fuzzystrmatch extension)."},
+      {"sources.*.entities.*.table.columns.*.match.path", Type::string, "", false, false, 0, 0,
+       "", "Fuzzy reference: path of the natural key's value in this record."},
+      {"sources.*.entities.*.table.columns.*.match.max_distance", Type::integer, "2", false,
+       false, 0, 10, "",
+       "Fuzzy reference: largest Levenshtein distance accepted. Links made this way are "
+       "recorded in ingestd_fuzzy_links for review."},
+      {"sources.*.entities.*.table.placeholder", Type::map, "", false, false, 0, 0, "",
+       "Values for a placeholder row's columns, by column name; `{id}` is replaced by the "
+       "referenced id (e.g. last_name: \"({id})\")."},
+      {"sources.*.entities.*.table.placeholder.*", Type::string, "", false, false, 0, 0, "",
+       "Placeholder value of this column."},
   };
   return table;
 }

@@ -11,14 +11,11 @@
 
 namespace ingestd::migrations {
 namespace {
-// pg_advisory_lock key: "ingestd" in ASCII, so it is recognisable in pg_locks.
-constexpr std::int64_t kLockKey = 0x696e6765737464;
-
 struct Unlock {
   pg::Connection& conn;
   ~Unlock() {
     try {
-      conn.query("SELECT pg_advisory_unlock($1)", kLockKey);
+      conn.query("SELECT pg_advisory_unlock($1)", kMigrationLock);
     } catch (const std::exception&) {
       // The lock is session-scoped: closing the connection releases it anyway.
     }
@@ -28,7 +25,7 @@ struct Unlock {
 
 Report migrate(pg::Connection& conn, const config::Config& config) {
   Report report;
-  conn.query("SELECT pg_advisory_lock($1)", kLockKey);
+  conn.query("SELECT pg_advisory_lock($1)", kMigrationLock);
   Unlock unlock{conn};
   conn.exec_script(R"(
     CREATE TABLE IF NOT EXISTS ingestd_schema_migrations (

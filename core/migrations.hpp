@@ -1,6 +1,7 @@
 // Schema migrations: sql/NNN_name.sql embedded at build time, applied by migrate().
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,10 @@ struct Config;
 }
 
 namespace ingestd::migrations {
+
+// pg_advisory_lock key of every schema change ("ingestd" in ASCII, recognisable in pg_locks):
+// two hosts running `ingestd migrate` at once take turns.
+constexpr std::int64_t kMigrationLock = 0x696e6765737464;
 
 struct Migration {
   int version;

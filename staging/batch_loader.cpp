@@ -133,6 +133,7 @@ void BatchLoader::attempt(Path path) {
           format_rfc3339(m.fetched_at));
     }
     stage_records(path, claim);
+    copy_full_run_ids();
     write_ledger_counts();
     failpoint("stager.before_commit");
     conn_->exec_script("COMMIT");
@@ -265,6 +266,38 @@ void BatchLoader::copy_rows(const std::vector<const Row*>& rows) {
         copy_.clear();
       }
       if (i == rows.size() / 2) failpoint("stager.mid_copy");
+    }
+    copy_.finish();
+    conn_->copy_put(copy_.data());
+    copy_.clear();
+    conn_->copy_end();
+  } catch (const pg::Error&) {
+    conn_->copy_abort("stager error");
+    throw;
+  }
+}
+
+// A full run's pages also list their ids: an unchanged record leaves no new staging row
+// (one row per content), yet the run saw it and the reconciler must not delete it.
+void BatchLoader::copy_full_run_ids() {
+  bool any = false;
+  for (const auto& f : files_) any = any || (f.ledger_id != 0 && f.reader->meta().mode == "full");
+  if (!any) return;
+  conn_->copy_begin(
+      "COPY ingestd_full_run_ids (entity, run_id, external_id) FROM STDIN (FORMAT binary)");
+  try {
+    copy_ = pg::BinaryCopyWriter();
+    for (const auto& row : rows_) {
+      const auto& f = files_[row.file];
+      if (f.ledger_id == 0 || f.reader->meta().mode != "full" || !row.external_id) continue;
+      copy_.begin_row(3);
+      copy_.add_text(entity_.name);
+      copy_.add_text(f.reader->meta().run_id);
+      copy_.add_text(*row.external_id);
+      if (copy_.size() >= kCopyFlushBytes) {
+        conn_->copy_put(copy_.data());
+        copy_.clear();
+      }
     }
     copy_.finish();
     conn_->copy_put(copy_.data());

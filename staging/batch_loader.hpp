@@ -64,6 +64,7 @@ class BatchLoader {
   void stage_rows(std::vector<const Row*>& rows, Path path);
   void copy_rows(const std::vector<const Row*>& rows);
   void insert_row_by_row(const std::vector<const Row*>& rows);
+  void copy_full_run_ids();
   void write_ledger_counts();
   void finish(Totals& totals, std::chrono::steady_clock::time_point started);
   void quarantine(const std::filesystem::path& file, std::string_view bytes,

@@ -15,6 +15,8 @@
 #include "core/stop.hpp"
 #include "core/time.hpp"
 #include "fetcher/fetcher.hpp"
+#include "reconciler/reconciler.hpp"
+#include "reconciler/schema.hpp"
 #include "staging/stager.hpp"
 
 namespace ingestd::cli {
@@ -117,6 +119,17 @@ int migrate(const Args& args) {
       std::printf("  ! %s changed after it was applied (write a new migration)\n", m.c_str());
     std::printf("staging tables: %zu\n", report.staging_tables.size());
     for (const auto& t : report.staging_tables) std::printf("  = %s\n", t.c_str());
+    auto tables = reconciler::ensure_tables(conn, *cfg);
+    std::printf("production tables: %zu created, %zu columns or keys added\n",
+                tables.created.size(), tables.added.size());
+    for (const auto& t : tables.created) std::printf("  + %s\n", t.c_str());
+    for (const auto& t : tables.added) std::printf("  + %s\n", t.c_str());
+    for (const auto& p : tables.problems) std::fprintf(stderr, "  ! %s\n", p.c_str());
+    if (!tables.problems.empty()) {
+      std::fprintf(stderr, "ingestd migrate: %zu problem(s) with production tables\n",
+                   tables.problems.size());
+      return 1;
+    }
     return 0;
   } catch (const std::exception& e) {
     log::error("migrate.failed", "error={}", log::q(e.what()));
@@ -226,6 +239,91 @@ int fetch(const Args& args) {
     return all_complete ? 0 : 1;
   } catch (const std::exception& e) {
     log::error("fetch.failed", "error={}", log::q(e.what()));
+    return 1;
+  }
+}
+
+namespace {
+int run_reconciler(const Args& args, std::string_view command, reconciler::RunMode mode) {
+  int code = 0;
+  po::options_description extra;
+  if (mode == reconciler::RunMode::until_empty)
+    extra.add_options()("once", "reconcile what is due, then exit (required)")(
+        "entity", po::value<std::string>(), "only this entity (default: all)");
+  auto vm = parse(args, command, extra, &code);
+  if (!vm) return code;
+  if (mode == reconciler::RunMode::until_empty && !vm->count("once")) {
+    std::fprintf(stderr,
+                 "ingestd reconcile: only --once is supported; use `ingestd reconciler` for "
+                 "the long-lived reconciler\n");
+    return 2;
+  }
+  auto cfg = load_config(*vm);
+  if (!cfg) return 2;
+  reconciler::Options opts{mode, {}};
+  if (vm->count("entity")) {
+    opts.only_entity = (*vm)["entity"].as<std::string>();
+    const auto* e = cfg->find_entity(opts.only_entity);
+    if (!e || e->table.name.empty()) {
+      std::fprintf(stderr, "ingestd reconcile: no entity '%s' with a table in the configuration\n",
+                   opts.only_entity.c_str());
+      return 2;
+    }
+  }
+  return until_stopped("reconciler", [&](const StopToken& stop) {
+    reconciler::Totals t;
+    int rc = reconciler::run(*cfg, stop, opts, &t);
+    if (mode == reconciler::RunMode::until_empty)
+      std::printf("applied %lld, superseded %lld, skipped %lld, retry later %lld, dead %lld, "
+                  "placeholders %lld, deleted %lld\n",
+                  static_cast<long long>(t.applied), static_cast<long long>(t.superseded),
+                  static_cast<long long>(t.skipped), static_cast<long long>(t.retried),
+                  static_cast<long long>(t.dead), static_cast<long long>(t.placeholders),
+                  static_cast<long long>(t.deleted));
+    return rc;
+  });
+}
+}  // namespace
+
+int reconciler(const Args& args) {
+  return run_reconciler(args, "reconciler", reconciler::RunMode::forever);
+}
+int reconcile(const Args& args) {
+  return run_reconciler(args, "reconcile", reconciler::RunMode::until_empty);
+}
+
+int requeue(const Args& args) {
+  int code = 0;
+  po::options_description extra;
+  extra.add_options()("entity", po::value<std::string>(), "the entity (required)")(
+      "dead", "requeue rows that failed reconciler.max_attempts times (the default)")(
+      "skipped", "requeue rows skipped as invalid (after fixing the mapping or the data)");
+  auto vm = parse(args, "requeue", extra, &code);
+  if (!vm) return code;
+  if (!vm->count("entity") || (vm->count("dead") && vm->count("skipped"))) {
+    std::fprintf(stderr, "ingestd requeue: give --entity E and at most one of --dead, --skipped\n");
+    return 2;
+  }
+  auto cfg = load_config(*vm);
+  if (!cfg) return 2;
+  const auto* e = cfg->find_entity((*vm)["entity"].as<std::string>());
+  if (!e || e->table.name.empty()) {
+    std::fprintf(stderr, "ingestd requeue: no entity '%s' with a table in the configuration\n",
+                 (*vm)["entity"].as<std::string>().c_str());
+    return 2;
+  }
+  StopToken stop;
+  stop_on_signals(stop);
+  try {
+    auto conn = pg::Connection::open(
+        {cfg->database_url, "ingestd-requeue", cfg->database_connect_timeout}, stop);
+    auto which = vm->count("skipped") ? reconciler::Requeue::skipped : reconciler::Requeue::dead;
+    auto n = reconciler::requeue(conn, *e, which);
+    std::printf("%s: %lld %s row(s) back in line\n", e->name.c_str(), static_cast<long long>(n),
+                which == reconciler::Requeue::dead ? "dead" : "skipped");
+    return 0;
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "ingestd requeue: %s\n", log::redact(ex.what()).c_str());
     return 1;
   }
 }

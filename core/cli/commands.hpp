@@ -15,5 +15,8 @@ int stager(const Args& args);   // long-lived
 int stage(const Args& args);    // stage --once
 int fetcher(const Args& args);  // long-lived
 int fetch(const Args& args);    // fetch --once
+int reconciler(const Args& args);  // long-lived
+int reconcile(const Args& args);   // reconcile --once
+int requeue(const Args& args);
 
 }  // namespace ingestd::cli

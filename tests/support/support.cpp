@@ -155,9 +155,18 @@ std::string config_yaml(const ConfigOptions& o) {
       "log:\n  level: debug\n"
       "sources:\n  sim:\n    base_url: http://127.0.0.1:9/graphql\n    entities:\n",
       o.database_url, o.spool_dir.string());
-  for (const auto& e : o.entities)
+  for (const auto& e : o.entities) {
     y += fmt::format("      {}:\n        id: {}\n        rest: {{path: /rest/{}}}\n", e, o.id_path,
                      e);
+    if (auto it = o.entity_extra.find(e); it != o.entity_extra.end()) {
+      std::string_view block = it->second;
+      while (!block.empty()) {
+        auto nl = block.find('\n');
+        y += fmt::format("        {}\n", block.substr(0, nl));
+        block = nl == std::string_view::npos ? std::string_view{} : block.substr(nl + 1);
+      }
+    }
+  }
   y += o.extra;
   return y;
 }
@@ -251,16 +260,32 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 
 fs::path spool_page(const fs::path& spool, const std::string& entity,
                     const std::vector<std::string>& records, std::int64_t page,
-                    const std::string& run_id) {
+                    const std::string& run_id, const std::string& mode) {
   spool::Meta m;
   m.source = "sim";
   m.entity = entity;
   m.run_id = run_id;
-  m.mode = "incremental";
+  m.mode = mode;
   m.page = page;
   m.fetched_at = std::chrono::system_clock::now();
   std::vector<std::string_view> views(records.begin(), records.end());
   return spool::write_page(spool, m, views);
 }
 
+}  // namespace ingestd::test
+
+namespace ingestd::test {
+fs::path spool_run_end(const fs::path& spool, const std::string& entity, const std::string& run_id,
+                       const std::string& mode, std::int64_t pages, std::int64_t records) {
+  spool::Meta m;
+  m.kind = spool::Kind::run_end;
+  m.source = "sim";
+  m.entity = entity;
+  m.run_id = run_id;
+  m.mode = mode;
+  m.pages = pages;
+  m.records = records;
+  m.fetched_at = std::chrono::system_clock::now();
+  return spool::write_run_end(spool, m);
+}
 }  // namespace ingestd::test

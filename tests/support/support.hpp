@@ -82,6 +82,8 @@ struct ConfigOptions {
   std::vector<std::string> entities = {"timeline_entries"};
   std::string id_path = "id";
   std::string extra;  // appended YAML (top-level sections)
+  // More YAML inside an entity's block (e.g. its table:), indented by 8 spaces.
+  std::map<std::string, std::string> entity_extra;
 };
 [[nodiscard]] std::string config_yaml(const ConfigOptions& o);
 // Writes the YAML to dir/ingestd.yaml and returns the loaded config (fails the test if invalid).
@@ -122,6 +124,9 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 // Writes a spool page of `records` (each a JSON text) for `entity`; returns its path.
 fs::path spool_page(const fs::path& spool, const std::string& entity,
                     const std::vector<std::string>& records, std::int64_t page = 1,
-                    const std::string& run_id = "run1");
+                    const std::string& run_id = "run1", const std::string& mode = "incremental");
+// Writes the run_end marker of a run that wrote `pages` pages and `records` records.
+fs::path spool_run_end(const fs::path& spool, const std::string& entity, const std::string& run_id,
+                       const std::string& mode, std::int64_t pages, std::int64_t records);
 
 }  // namespace ingestd::test

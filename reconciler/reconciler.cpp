@@ -1,0 +1,412 @@
+#include "reconciler/reconciler.hpp"
+
+#include <systemd/sd-daemon.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <thread>
+
+#include "core/backoff.hpp"
+#include "core/config.hpp"
+#include "core/failpoint.hpp"
+#include "core/log.hpp"
+#include "core/pg.hpp"
+#include "core/stop.hpp"
+#include "reconciler/full_runs.hpp"
+#include "reconciler/plan.hpp"
+
+namespace ingestd::reconciler {
+namespace {
+using Clock = std::chrono::steady_clock;
+// Batches of one entity per turn before the next entity gets its turn.
+constexpr int kBatchesPerTurn = 16;
+
+// "query failed: ERROR:  value too long\nDETAIL: ..." -> "value too long"
+std::string primary_message(const std::string& what) {
+  auto start = what.find("ERROR:");
+  std::string m = start == std::string::npos ? what : what.substr(start + 6);
+  m.erase(0, m.find_first_not_of(' '));
+  return m.substr(0, m.find('\n'));
+}
+
+std::string seconds(std::chrono::milliseconds d) {
+  return fmt::format("{}", static_cast<double>(d.count()) / 1000.0);
+}
+
+// One connection, one loop over every entity (parents first). Workers of one or many
+// processes share the rows through FOR UPDATE SKIP LOCKED; nothing else coordinates them.
+class Worker {
+ public:
+  Worker(const config::Config& cfg, const StopToken& stop, const Options& opts, int index,
+         const std::vector<const Plan*>& plans)
+      : cfg_(cfg),
+        stop_(stop),
+        opts_(opts),
+        index_(index),
+        db_backoff_(cfg.database_retry_initial, cfg.database_retry_max) {
+    for (const Plan* p : plans)
+      entities_.push_back({p, Backoff(cfg.database_retry_initial, cfg.database_retry_max)});
+  }
+
+  int run() {
+    while (!stop_.stop_requested()) {
+      if (index_ == 0) sd_notify(0, "WATCHDOG=1");
+      if (!conn_ && !connect()) continue;
+      Turn turn = one_turn();
+      if (turn.db_lost) {
+        conn_.reset();
+        continue;
+      }
+      if (opts_.mode == RunMode::until_empty && !turn.worked) break;
+      if (!turn.worked) stop_.wait_for(cfg_.reconciler_poll_interval);
+    }
+    if (opts_.mode == RunMode::forever) return 0;
+    for (const auto& e : entities_)
+      if (e.failing) return 1;
+    return 0;
+  }
+
+  [[nodiscard]] const Totals& totals() const { return totals_; }
+
+ private:
+  struct EntityState {
+    const Plan* plan;
+    Backoff backoff;
+    Clock::time_point next_try{};
+    bool failing = false;
+  };
+  struct Turn {
+    bool worked = false;
+    bool db_lost = false;
+  };
+  struct DatabaseLost {};
+
+  bool connect() {
+    try {
+      conn_.emplace(pg::Connection::open(
+          {cfg_.database_url, "ingestd-reconciler", cfg_.database_connect_timeout}, stop_));
+      // Times without a zone in records are read as UTC, whatever the server's setting.
+      conn_->exec_script("SET TIME ZONE 'UTC'");
+      for (const auto& e : entities_) conn_->exec_script(e.plan->create_temp);
+      if (db_backoff_.attempts() > 0)
+        log::info("reconciler.database_back", "worker={} after_attempts={}", index_,
+                  db_backoff_.attempts());
+      db_backoff_.reset();
+      return true;
+    } catch (const pg::Error& e) {
+      conn_.reset();
+      auto wait = db_backoff_.next();
+      log::warn("reconciler.database_unreachable", "worker={} attempt={} retry_in_ms={} error={}",
+                index_, db_backoff_.attempts(), wait.count(), log::q(e.what()));
+      stop_.wait_for(wait);
+      return false;
+    }
+  }
+
+  Turn one_turn() {
+    Turn turn;
+    for (auto& st : entities_) {
+      if (stop_.stop_requested()) break;
+      if (Clock::now() < st.next_try) continue;
+      const Plan& p = *st.plan;
+      try {
+        bool drained = false;
+        for (int i = 0; i < kBatchesPerTurn && !stop_.stop_requested(); ++i) {
+          if (batch(p) == 0) {
+            drained = true;
+            break;
+          }
+          turn.worked = true;
+        }
+        if (drained && !stop_.stop_requested()) {
+          auto r = finalize_full_runs(*conn_, cfg_, *p.entity);
+          totals_.deleted += r.deleted;
+          totals_.undeleted += r.undeleted;
+          totals_.deletions_refused += r.refused;
+          if (r.finalized > 0) turn.worked = true;
+        }
+        if (st.failing) log::info("reconciler.entity_recovered", "entity={}", p.entity->name);
+        st.failing = false;
+        st.backoff.reset();
+      } catch (const pg::Error& err) {
+        if (stop_.stop_requested()) break;  // e.g. our own cancel after the shutdown grace
+        if (err.connection_lost()) {
+          log::warn("reconciler.database_lost", "worker={} entity={} error={}", index_,
+                    p.entity->name, log::q(err.what()));
+          turn.db_lost = true;
+          return turn;
+        }
+        entity_failed(st, err.what());
+      } catch (const std::exception& err) {
+        entity_failed(st, err.what());
+      }
+    }
+    return turn;
+  }
+
+  // An error that is not about one row (a dropped table, a revoked grant): this entity waits,
+  // the others go on.
+  void entity_failed(EntityState& st, const std::string& error) {
+    auto wait = st.backoff.next();
+    st.next_try = Clock::now() + wait;
+    st.failing = true;
+    log::error("reconciler.entity_failed", "entity={} retry_in_ms={} error={}",
+               st.plan->entity->name, wait.count(), log::q(error));
+  }
+
+  void rollback() noexcept {
+    try {
+      if (conn_ && conn_->healthy()) conn_->exec_script("ROLLBACK");
+    } catch (...) {
+    }
+  }
+
+  // One transaction: claim + extract, fuzzy links and placeholders, upsert + mark. Returns the
+  // number of staging rows it settled (0: nothing due).
+  std::int64_t batch(const Plan& p) {
+    conn_->exec_script("BEGIN");
+    try {
+      auto claimed = conn_->query(p.claim_extract, cfg_.reconciler_batch_size).affected();
+      if (claimed == 0) {
+        conn_->exec_script("COMMIT");
+        return 0;
+      }
+      failpoint("reconciler.after_claim");
+      Totals t;
+      run_steps(p, t);
+      apply(p, t);
+      failpoint("reconciler.before_commit");
+      conn_->exec_script("COMMIT");
+      failpoint("reconciler.after_commit");
+      add(t);
+      return claimed;
+    } catch (const pg::Error& e) {
+      rollback();
+      if (e.connection_lost()) throw;
+      if (e.retryable()) {  // deadlock, serialization: the whole batch again, nothing counted
+        log::info("reconciler.batch_retry", "entity={} error={}", p.entity->name,
+                  log::q(primary_message(e.what())));
+        return 1;
+      }
+      log::warn("reconciler.batch_failed", "entity={} error={} action=isolate", p.entity->name,
+                log::q(primary_message(e.what())));
+      return isolate_batch(p);
+    }
+  }
+
+  // The batch failed: claim it again by id and bisect it, each part under a savepoint, until
+  // every row either applied or is settled alone as skipped, retried or dead.
+  std::int64_t isolate_batch(const Plan& p) {
+    conn_->exec_script("BEGIN");
+    try {
+      auto r = conn_->query(p.claim_ids, cfg_.reconciler_batch_size);
+      std::vector<std::int64_t> ids;
+      for (int i = 0; i < r.rows(); ++i) ids.push_back(r.get_int(i, 0));
+      Totals t;
+      if (!ids.empty()) isolate(p, ids, t);
+      conn_->exec_script("COMMIT");
+      add(t);
+      return static_cast<std::int64_t>(ids.size());
+    } catch (const pg::Error& e) {
+      rollback();
+      if (e.connection_lost()) throw;
+      if (e.retryable()) return 1;
+      throw;
+    }
+  }
+
+  void isolate(const Plan& p, std::span<const std::int64_t> ids, Totals& t) {
+    Totals part;
+    conn_->exec_script("SAVEPOINT ingestd_part");
+    try {
+      conn_->exec_script(p.clear_temp);
+      std::vector<pg::Param> list;
+      for (auto id : ids) list.push_back(std::to_string(id));
+      conn_->query(p.extract_ids, pg::array_literal(list));
+      run_steps(p, part);
+      apply(p, part);
+      conn_->exec_script("RELEASE SAVEPOINT ingestd_part");
+      merge(t, part);
+    } catch (const pg::Error& e) {
+      if (e.connection_lost()) throw;
+      conn_->exec_script("ROLLBACK TO SAVEPOINT ingestd_part; RELEASE SAVEPOINT ingestd_part");
+      if (e.retryable()) throw;
+      if (ids.size() == 1) {
+        settle_failed_row(p, ids.front(), e, t);
+        return;
+      }
+      auto half = ids.size() / 2;
+      isolate(p, ids.first(half), t);
+      isolate(p, ids.subspan(half), t);
+    }
+  }
+
+  // A row that fails alone. A bad value (SQLSTATE class 22) will fail every time: skipped,
+  // naming the column. Anything else (a constraint, a trigger, a lock) may pass later: retried
+  // with backoff, dead after reconciler.max_attempts.
+  void settle_failed_row(const Plan& p, std::int64_t id, const pg::Error& e, Totals& t) {
+    std::string message = primary_message(e.what());
+    if (e.data_error()) {
+      std::string reason = diagnose(p, id).value_or("") + message;
+      auto r = conn_->query(p.skip_row, id, reason);
+      ++t.skipped;
+      log::warn("reconciler.row_skipped", "entity={} staging_id={} external_id={} reason={}",
+                p.entity->name, id, r.rows() ? log::q(r.get(0, 0)) : "", log::q(reason));
+      return;
+    }
+    auto r = conn_->query(p.retry_row, id, message, seconds(cfg_.reconciler_retry_initial),
+                          seconds(cfg_.reconciler_retry_max), cfg_.reconciler_max_attempts);
+    if (r.rows() == 0) return;
+    bool dead = r.get(0, 1) == "t";
+    if (dead) {
+      ++t.dead;
+      log::error("reconciler.row_dead", "entity={} staging_id={} external_id={} attempts={} error={}",
+                 p.entity->name, id, log::q(r.get(0, 0)), r.get(0, 2), log::q(message));
+    } else {
+      ++t.retried;
+      log::warn("reconciler.row_retry", "entity={} staging_id={} external_id={} attempts={} error={}",
+                p.entity->name, id, log::q(r.get(0, 0)), r.get(0, 2), log::q(message));
+    }
+  }
+
+  // Which column's value broke the cast: "occurred_at (occurredAt): ".
+  std::optional<std::string> diagnose(const Plan& p, std::int64_t id) {
+    auto raw = conn_->query(
+        fmt::format("SELECT raw_data::text FROM {} WHERE id = $1 AND NOT processed", p.staging),
+        id);
+    if (raw.rows() == 0) return std::nullopt;
+    std::string json(raw.get(0, 0));
+    for (const auto& [what, sql] : p.diagnose) {
+      conn_->exec_script("SAVEPOINT ingestd_diagnose");
+      try {
+        conn_->query(sql, json);
+        conn_->exec_script("RELEASE SAVEPOINT ingestd_diagnose");
+      } catch (const pg::Error& e) {
+        if (e.connection_lost()) throw;
+        conn_->exec_script(
+            "ROLLBACK TO SAVEPOINT ingestd_diagnose; RELEASE SAVEPOINT ingestd_diagnose");
+        return what + ": ";
+      }
+    }
+    return std::nullopt;
+  }
+
+  void run_steps(const Plan& p, Totals& t) {
+    for (const auto& step : p.steps) {
+      std::vector<pg::Param> params(step.params.begin(), step.params.end());
+      auto r = conn_->exec(step.sql, params);
+      if (r.rows() == 0) continue;
+      std::string sample;
+      for (int i = 0; i < std::min(r.rows(), 3); ++i)
+        sample += (i ? "," : "") + std::string(r.get(i, 0));
+      if (step.fuzzy) {
+        t.fuzzy_links += r.rows();
+        log::info("reconciler.fuzzy_linked", "entity={} table={} links={} sample={}",
+                  p.entity->name, step.target, r.rows(), log::q(sample));
+      } else {
+        t.placeholders += r.rows();
+        log::info("reconciler.placeholders_created", "entity={} table={} created={} sample={}",
+                  p.entity->name, step.target, r.rows(), log::q(sample));
+      }
+    }
+  }
+
+  void apply(const Plan& p, Totals& t) {
+    auto r = conn_->query(p.apply);
+    ++t.batches;
+    for (int i = 0; i < r.rows(); ++i) {
+      auto outcome = r.get(i, 0);
+      auto n = r.get_int(i, 1);
+      if (outcome == "applied") t.applied += n;
+      if (outcome == "superseded") t.superseded += n;
+      if (outcome == "skipped") {
+        t.skipped += n;
+        log::warn("reconciler.rows_skipped", "entity={} rows={} example_id={} example_reason={}",
+                  p.entity->name, n, log::q(r.get(i, 2)), log::q(r.get(i, 3)));
+      }
+    }
+  }
+
+  static void merge(Totals& into, const Totals& t) {
+    into.batches += t.batches;
+    into.applied += t.applied;
+    into.superseded += t.superseded;
+    into.skipped += t.skipped;
+    into.retried += t.retried;
+    into.dead += t.dead;
+    into.placeholders += t.placeholders;
+    into.fuzzy_links += t.fuzzy_links;
+    into.deleted += t.deleted;
+    into.undeleted += t.undeleted;
+    into.deletions_refused += t.deletions_refused;
+  }
+  void add(const Totals& t) { merge(totals_, t); }
+
+  const config::Config& cfg_;
+  const StopToken& stop_;
+  const Options& opts_;
+  int index_;
+  Backoff db_backoff_;
+  std::vector<EntityState> entities_;
+  std::optional<pg::Connection> conn_;
+  Totals totals_;
+
+ public:
+  static void sum(Totals& into, const Totals& t) { merge(into, t); }
+};
+
+}  // namespace
+
+int run(const config::Config& cfg, const StopToken& stop, const Options& opts, Totals* totals_out) {
+  std::vector<std::unique_ptr<Plan>> owned;
+  std::vector<const Plan*> plans;
+  for (const config::Entity* e : cfg.reconciled_in_order()) {
+    if (!opts.only_entity.empty() && e->name != opts.only_entity) continue;
+    owned.push_back(std::make_unique<Plan>(cfg, *e));
+    plans.push_back(owned.back().get());
+  }
+  int count = static_cast<int>(cfg.reconciler_workers);
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < count; ++i)
+    workers.push_back(std::make_unique<Worker>(cfg, stop, opts, i, plans));
+
+  sd_notify(0, "READY=1\nSTATUS=reconciling");
+  log::info("reconciler.started", "entities={} workers={} batch_size={} mode={}", plans.size(),
+            count, cfg.reconciler_batch_size,
+            opts.mode == RunMode::forever ? "forever" : "until_empty");
+  std::vector<int> codes(workers.size(), 0);
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 1; i < workers.size(); ++i)
+      threads.emplace_back([&, i] { codes[i] = workers[i]->run(); });
+    codes[0] = workers[0]->run();
+  }
+  Totals totals;
+  for (const auto& w : workers) Worker::sum(totals, w->totals());
+  sd_notify(0, "STOPPING=1");
+  log::info("reconciler.stopped",
+            "batches={} applied={} superseded={} skipped={} retried={} dead={} placeholders={} "
+            "fuzzy_links={} deleted={} undeleted={} deletions_refused={}",
+            totals.batches, totals.applied, totals.superseded, totals.skipped, totals.retried,
+            totals.dead, totals.placeholders, totals.fuzzy_links, totals.deleted,
+            totals.undeleted, totals.deletions_refused);
+  if (totals_out) *totals_out = totals;
+  return *std::max_element(codes.begin(), codes.end());
+}
+
+std::int64_t requeue(pg::Connection& conn, const config::Entity& entity, Requeue which) {
+  auto r = conn.query(
+      fmt::format("UPDATE {} SET processed = false, processed_at = NULL, outcome = NULL, "
+                  "processing_attempts = 0, next_attempt_at = now() WHERE processed AND "
+                  "outcome = $1",
+                  pg::Identifier("stg_" + entity.name).quoted()),
+      which == Requeue::dead ? "dead" : "skipped");
+  log::info("reconciler.requeued", "entity={} outcome={} rows={}", entity.name,
+            which == Requeue::dead ? "dead" : "skipped", r.affected());
+  return r.affected();
+}
+
+}  // namespace ingestd::reconciler
