@@ -192,7 +192,9 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
     values += ", b." + q(c.name);
     sets += fmt::format("{0} = EXCLUDED.{0}, ", q(c.name));
   }
-  constexpr std::string_view kChanged = "t.content_hash IS DISTINCT FROM EXCLUDED.content_hash";
+  // jsonb equality, not the hash of the text: the same record with its keys in another order
+  // is unchanged.
+  constexpr std::string_view kChanged = "t.raw_data IS DISTINCT FROM EXCLUDED.raw_data";
   apply = fmt::format(
       "WITH up AS (\n"
       "  INSERT INTO {0} AS t ({1}, raw_data, content_hash, source_updated_at, fetched_at, "

@@ -56,6 +56,24 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
   conn.exec_script("BEGIN");
   try {
     conn.query("SELECT pg_advisory_xact_lock($1)", migrations::kMigrationLock);
+    bool fuzzy = false;
+    for (const config::Entity* e : config.reconciled_in_order())
+      for (const auto& c : e->table.columns) fuzzy = fuzzy || !c.match_column.empty();
+    if (fuzzy) {
+      // levenshtein_less_equal() for match rules; contrib ships with Debian's server package.
+      conn.exec_script("SAVEPOINT ingestd_ext");
+      try {
+        conn.exec_script("CREATE EXTENSION IF NOT EXISTS fuzzystrmatch");
+        conn.exec_script("RELEASE SAVEPOINT ingestd_ext");
+      } catch (const pg::Error& e) {
+        if (e.connection_lost()) throw;
+        conn.exec_script("ROLLBACK TO SAVEPOINT ingestd_ext");
+        report.problems.push_back(fmt::format(
+            "match rules need the fuzzystrmatch extension, which could not be created ({}): "
+            "ask a superuser to run CREATE EXTENSION fuzzystrmatch",
+            e.what()));
+      }
+    }
     for (const config::Entity* e : config.reconciled_in_order()) {
       const auto& t = e->table;
       pg::Identifier table(t.name);

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <thread>
+
 #include "core/migrations.hpp"
 #include "reconciler/reconciler.hpp"
 #include "reconciler/schema.hpp"
@@ -48,10 +50,13 @@ struct Fixture {
   StopToken stop;
   int page = 0;
 
-  explicit Fixture(const std::string& extra = "") {
+  // `extra`: lines of the reconciler: section (default: fast retries, 3 attempts).
+  explicit Fixture(const std::string& extra = "",
+                   const std::map<std::string, std::string>& tables = kTables) {
     test::ConfigOptions o{db.url(), spool, {"clients", "users", "pianos", "timeline_entries"}};
-    o.entity_extra = kTables;
-    o.extra = "reconciler:\n  retry_initial: 10ms\n  retry_max: 20ms\n  max_attempts: 3\n" + extra;
+    o.entity_extra = tables;
+    o.extra = "reconciler:\n" +
+              (extra.empty() ? "  retry_initial: 10ms\n  retry_max: 20ms\n  max_attempts: 3\n" : extra);
     cfg = test::write_config(dir.path(), o);
     auto conn = db.connect();
     (void)migrations::migrate(conn, cfg);
@@ -68,6 +73,20 @@ struct Fixture {
     reconciler::Totals t;
     CHECK(reconciler::run(cfg, stop, {reconciler::RunMode::until_empty, only}, &t) == 0);
     return t;
+  }
+  // Runs reconcile --once until no row is due or waiting for a retry.
+  reconciler::Totals reconcile_until_settled() {
+    reconciler::Totals all;
+    for (int i = 0; i < 200; ++i) {
+      auto t = reconcile();
+      all.applied += t.applied;
+      all.skipped += t.skipped;
+      all.retried += t.retried;
+      all.dead += t.dead;
+      if (count("SELECT count(*) FROM stg_timeline_entries WHERE NOT processed") == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return all;
   }
   std::string get(const std::string& sql) { return db.scalar(sql); }
   std::int64_t count(const std::string& sql) { return db.count(sql); }
@@ -103,4 +122,260 @@ TEST_CASE("unknown references become placeholders that the real record later fil
   CHECK(f.get("SELECT version FROM pianos WHERE id = 'pno_1'") == "1");
   CHECK(f.get("SELECT is_placeholder FROM pianos WHERE id = 'pno_2'") == "t");
   CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE outcome = 'applied'") == 3);
+}
+
+TEST_CASE("an older version never overwrites a newer one and version counts only changes") {
+  Fixture f;
+  f.stage("timeline_entries", {entry(1, "pno_1", R"(,"note":"v2")", "2026-01-02T00:00:00Z")});
+  f.reconcile();
+  auto synced = f.get("SELECT synced_at FROM timeline_entries WHERE id = 'tme_1'");
+
+  // Older (by updatedAt) but fetched later: superseded, nothing written.
+  f.stage("timeline_entries", {entry(1, "pno_1", R"(,"note":"v1")", "2026-01-01T00:00:00Z")});
+  auto t = f.reconcile();
+  CHECK(t.superseded == 1);
+  CHECK(t.applied == 0);
+  CHECK(f.get("SELECT raw_data->>'note' FROM timeline_entries WHERE id = 'tme_1'") == "v2");
+  CHECK(f.get("SELECT version FROM timeline_entries WHERE id = 'tme_1'") == "1");
+  CHECK(f.get("SELECT synced_at FROM timeline_entries WHERE id = 'tme_1'") == synced);
+  CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE outcome = 'superseded' AND "
+                "raw_data->>'note' = 'v1'") == 1);
+
+  // The same content with its keys in another order: unchanged, only synced_at moves.
+  auto updated = f.get("SELECT updated_at FROM timeline_entries WHERE id = 'tme_1'");
+  f.stage("timeline_entries",
+          {R"({"note":"v2","updatedAt":"2026-01-02T00:00:00Z","client":{"id":"cln_1"},"user":{"id":"usr_1"},"piano":{"id":"pno_1"},"minutes":30,"occurredAt":"2026-01-01T10:00:00Z","id":"tme_1"})"});
+  t = f.reconcile();
+  CHECK(t.applied == 1);
+  CHECK(f.get("SELECT version FROM timeline_entries WHERE id = 'tme_1'") == "1");
+  CHECK(f.get("SELECT updated_at FROM timeline_entries WHERE id = 'tme_1'") == updated);
+  CHECK(f.get("SELECT synced_at > '" + synced + "' FROM timeline_entries WHERE id = 'tme_1'") ==
+        "t");
+
+  // Newer content: applied, version 2.
+  f.stage("timeline_entries", {entry(1, "pno_1", R"(,"note":"v3")", "2026-01-03T00:00:00Z")});
+  f.reconcile();
+  CHECK(f.get("SELECT raw_data->>'note' FROM timeline_entries WHERE id = 'tme_1'") == "v3");
+  CHECK(f.get("SELECT version FROM timeline_entries WHERE id = 'tme_1'") == "2");
+
+  // Two versions in one batch: the newest wins whatever the order in the page.
+  f.stage("timeline_entries", {entry(2, "pno_1", R"(,"note":"new")", "2026-02-02T00:00:00Z"),
+                               entry(2, "pno_1", R"(,"note":"old")", "2026-02-01T00:00:00Z")});
+  t = f.reconcile();
+  CHECK(t.applied == 1);
+  CHECK(t.superseded == 1);
+  CHECK(f.get("SELECT raw_data->>'note' FROM timeline_entries WHERE id = 'tme_2'") == "new");
+  CHECK(f.get("SELECT version FROM timeline_entries WHERE id = 'tme_2'") == "1");
+}
+
+TEST_CASE("invalid rows are skipped with the reason while the rest of their batch applies") {
+  Fixture f;
+  f.stage("timeline_entries",
+          {entry(1, "pno_1"),
+           R"({"id":"tme_2","minutes":30,"updatedAt":"2026-01-01T00:00:00Z"})",
+           entry(3, "pno_1", R"(,"minutes":"abc")"),
+           entry(4, "pno_1", R"(,"minutes":1.5)"),
+           R"({"id":"tme_5","occurredAt":"not a time","updatedAt":"2026-01-01T00:00:00Z"})",
+           entry(6, "pno_1", R"(,"minutes":99999999999)"),
+           R"({"occurredAt":"2026-01-01T10:00:00Z"})",
+           R"([1,2,3])",
+           entry(7, "pno_2"),
+           R"({"id":"tme_8","occurredAt":"2026-01-01T10:00:00Z","updatedAt":12})"});
+  auto t = f.reconcile();
+  CHECK(t.applied == 2);
+  CHECK(t.skipped == 8);
+  CHECK(f.count("SELECT count(*) FROM timeline_entries") == 2);
+  CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE NOT processed") == 0);
+  auto reason = [&](const std::string& id) {
+    return f.get("SELECT last_error FROM stg_timeline_entries WHERE external_id = '" + id +
+                 "' AND outcome = 'skipped'");
+  };
+  CHECK(reason("tme_2") == "missing required field occurred_at (occurredAt)");
+  CHECK(reason("tme_3") == "minutes (minutes): expected an integer, got string");
+  CHECK(reason("tme_4") == "minutes (minutes): expected an integer, got 1.5");
+  CHECK(reason("tme_5").starts_with("occurred_at (occurredAt): invalid input syntax"));
+  CHECK(reason("tme_6").starts_with("minutes (minutes): "));
+  CHECK(reason("tme_6").find("out of range") != std::string::npos);
+  CHECK(reason("tme_8") == "updatedAt: expected an RFC 3339 time string, got number");
+  CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE external_id IS NULL AND "
+                "outcome = 'skipped' AND last_error <> ''") == 2);
+}
+
+TEST_CASE("a database error is retried with backoff then dead then requeued after the fix") {
+  Fixture f("  retry_initial: 1s\n  retry_max: 1s\n  max_attempts: 3\n");
+  {
+    auto conn = f.db.connect();
+    conn.exec_script("ALTER TABLE timeline_entries ADD CONSTRAINT short CHECK (minutes < 100)");
+  }
+  f.stage("timeline_entries", {entry(1, "pno_1"), entry(2, "pno_1", R"(,"minutes":500)")});
+  auto first = f.reconcile();
+  CHECK(first.applied == 1);
+  CHECK(first.retried == 1);
+  CHECK(f.get("SELECT processing_attempts FROM stg_timeline_entries WHERE external_id = 'tme_2'") ==
+        "1");
+  CHECK(f.get("SELECT next_attempt_at > now() FROM stg_timeline_entries WHERE external_id = "
+              "'tme_2'") == "t");
+  CHECK(f.get("SELECT last_error FROM stg_timeline_entries WHERE external_id = 'tme_2'")
+            .find("short") != std::string::npos);
+
+  auto rest = f.reconcile_until_settled();  // attempts 2 and 3 (max_attempts: 3)
+  CHECK(rest.retried == 1);
+  CHECK(rest.dead == 1);
+  CHECK(f.get("SELECT outcome FROM stg_timeline_entries WHERE external_id = 'tme_2'") == "dead");
+  CHECK(f.get("SELECT processing_attempts FROM stg_timeline_entries WHERE external_id = 'tme_2'") ==
+        "3");
+  CHECK(f.count("SELECT count(*) FROM timeline_entries WHERE id = 'tme_2'") == 0);
+
+  // Dead rows wait for a person: nothing retries them.
+  CHECK(f.reconcile().dead == 0);
+  {
+    auto conn = f.db.connect();
+    conn.exec_script("ALTER TABLE timeline_entries DROP CONSTRAINT short");
+  }
+  test::TempDir logs;
+  test::Child requeue({"requeue", "-c", (f.dir.path() / "ingestd.yaml").string(), "--entity",
+                       "timeline_entries", "--dead"},
+                      logs.path() / "requeue.log");
+  CHECK(requeue.wait(std::chrono::seconds(20)) == 0);
+  CHECK(requeue.log_text().find("1 dead row(s) back in line") != std::string::npos);
+  auto after = f.reconcile();
+  CHECK(after.applied == 1);
+  CHECK(f.get("SELECT outcome FROM stg_timeline_entries WHERE external_id = 'tme_2'") ==
+        "applied");
+  CHECK(f.get("SELECT minutes FROM timeline_entries WHERE id = 'tme_2'") == "500");
+}
+
+namespace {
+std::string client(int n, const std::string& name = "Ann") {
+  return fmt::format(
+      R"({{"id":"cln_{}","firstName":"{}","lastName":"L{}","email":"c{}@example.com","updatedAt":"2026-01-01T00:00:00Z"}})",
+      n, name, n, n);
+}
+}  // namespace
+
+TEST_CASE("a complete full run soft-deletes exactly the rows it did not see") {
+  Fixture f("  max_delete_fraction: 0.6\n");
+  f.stage("clients", {client(1), client(2), client(3), client(4), client(5)}, "inc1");
+  f.reconcile();
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NULL") == 5);
+  // A placeholder is never deleted by a full run: it never claimed to exist upstream.
+  f.stage("pianos", {R"({"id":"pno_1","client":{"id":"cln_77"}})"}, "p1");
+  f.reconcile();
+
+  // Full run: two pages; cln_2 unchanged (no new staging row), cln_1 changed, cln_5 missing.
+  f.stage("clients", {client(1, "Anna"), client(2)}, "full1", "full");
+  f.stage("clients", {client(3), client(4)}, "full1", "full");
+  f.reconcile();
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 0);  // no run_end
+  test::spool_run_end(f.spool, "clients", "full1", "full", 2, 4);
+  f.stage("clients", {});
+  auto t = f.reconcile();
+  CHECK(t.deleted == 1);
+  CHECK(f.get("SELECT string_agg(id, ',') FROM clients WHERE deleted_at IS NOT NULL") == "cln_5");
+  CHECK(f.get("SELECT is_placeholder FROM clients WHERE id = 'cln_77'") == "t");
+  CHECK(f.get("SELECT deleted_at IS NULL FROM clients WHERE id = 'cln_77'") == "t");
+  CHECK(f.get("SELECT deletion || ':' || deleted FROM ingestd_fetch_runs WHERE run_id = 'full1'") ==
+        "applied:1");
+  CHECK(f.count("SELECT count(*) FROM ingestd_full_run_ids WHERE run_id = 'full1'") == 0);
+
+  // A full run whose marker counts a page that never arrived deletes nothing.
+  f.stage("clients", {client(1, "Anna")}, "full2", "full");
+  test::spool_run_end(f.spool, "clients", "full2", "full", 2, 3);
+  f.stage("clients", {});
+  CHECK(f.reconcile().deleted == 0);
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 1);
+  CHECK(f.get("SELECT reconciled_at IS NULL FROM ingestd_fetch_runs WHERE run_id = 'full2'") ==
+        "t");
+
+  // The deleted record comes back unchanged in the next full run: undeleted. full2, older
+  // and incomplete, is settled as superseded.
+  f.stage("clients", {client(1, "Anna"), client(2), client(3), client(4), client(5)}, "full3",
+          "full");
+  test::spool_run_end(f.spool, "clients", "full3", "full", 1, 5);
+  f.stage("clients", {});
+  t = f.reconcile();
+  CHECK(t.undeleted == 1);
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 0);
+  CHECK(f.get("SELECT deletion FROM ingestd_fetch_runs WHERE run_id = 'full2'") == "superseded");
+
+  // An upstream that suddenly answers with almost nothing: the guard refuses.
+  f.stage("clients", {client(1, "Anna")}, "full4", "full");
+  test::spool_run_end(f.spool, "clients", "full4", "full", 1, 1);
+  f.stage("clients", {});
+  t = f.reconcile();
+  CHECK(t.deletions_refused == 1);
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 0);
+  CHECK(f.get("SELECT deletion FROM ingestd_fetch_runs WHERE run_id = 'full4'") == "refused");
+}
+
+TEST_CASE("a fuzzy reference links to a close natural key and records the link for review") {
+  auto tables = kTables;
+  tables["timeline_entries"] = R"y(table:
+  columns:
+    occurred_at: {path: occurredAt, type: timestamptz, required: true}
+    client_id:
+      path: client.id
+      references: clients
+      match: {column: email, path: client.email, max_distance: 2})y";
+  Fixture f("", tables);
+  f.stage("clients", {client(1)});
+  f.reconcile();
+  f.stage("timeline_entries",
+          {R"({"id":"tme_1","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_old1","email":"c1@exmple.com"}})",
+           R"({"id":"tme_2","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_old2","email":"someone@else.org"}})"});
+  auto t = f.reconcile();
+  CHECK(t.fuzzy_links == 1);
+  CHECK(t.placeholders == 1);
+  CHECK(f.get("SELECT client_id FROM timeline_entries WHERE id = 'tme_1'") == "cln_1");
+  CHECK(f.get("SELECT client_id FROM timeline_entries WHERE id = 'tme_2'") == "cln_old2");
+  CHECK(f.get("SELECT unknown_id || '>' || matched_id || ':' || distance FROM "
+              "ingestd_fuzzy_links WHERE record_id = 'tme_1'") == "cln_old1>cln_1:1");
+  CHECK(f.get("SELECT is_placeholder FROM clients WHERE id = 'cln_old2'") == "t");
+}
+
+TEST_CASE("one entity failing does not stop the others") {
+  Fixture f;
+  f.stage("users", {R"({"id":"usr_1","name":"Tech"})"});
+  f.stage("timeline_entries", {entry(1, "pno_1")});
+  {
+    auto conn = f.db.connect();
+    conn.exec_script("ALTER TABLE stg_users RENAME TO stg_users_broken");
+  }
+  reconciler::Totals t;
+  CHECK(reconciler::run(f.cfg, f.stop, {reconciler::RunMode::until_empty, ""}, &t) == 1);
+  CHECK(t.applied == 1);
+  CHECK(f.count("SELECT count(*) FROM timeline_entries") == 1);
+}
+
+TEST_CASE("migrate adds configured columns and checks a user-owned table column by column") {
+  Fixture f;
+  auto tables = kTables;
+  tables["users"] = R"y(table:
+  columns:
+    name:  {path: name, type: text}
+    level: {path: level, type: integer})y";
+  tables["clients"] += "\n  user_owned: true";
+  {
+    auto conn = f.db.connect();
+    conn.exec_script("ALTER TABLE clients DROP COLUMN email; ALTER TABLE clients ALTER COLUMN "
+                     "last_name TYPE integer USING 0");
+  }
+  test::ConfigOptions o{f.db.url(), f.spool, {"clients", "users", "pianos", "timeline_entries"}};
+  o.entity_extra = tables;
+  test::TempDir d;
+  auto cfg = test::write_config(d.path(), o);
+  auto conn = f.db.connect();
+  auto report = reconciler::ensure_tables(conn, cfg);
+  CHECK(std::find(report.added.begin(), report.added.end(), "users.level") != report.added.end());
+  CHECK(f.get("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+              "'users'::regclass AND attname = 'level'") == "integer");
+  REQUIRE(report.problems.size() == 2);
+  CHECK(report.problems[0] == "table clients: column last_name is integer, the configuration says "
+                              "text (migrate never changes a column's type: alter it yourself or "
+                              "rename the column in the configuration)");
+  CHECK(report.problems[1] == "table clients: column email is missing (want text)");
+  // Additive only: running it again changes nothing.
+  auto again = reconciler::ensure_tables(conn, cfg);
+  CHECK(again.added.empty());
+  CHECK(again.created.empty());
 }

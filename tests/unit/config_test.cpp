@@ -191,3 +191,74 @@ TEST_CASE("an entity needs exactly one request and auth needs its companions") {
       r, "c.yaml:10: sources.a.entities.u: needs exactly one of graphql.query or rest.path"));
   CHECK(has_error(r, "sources.a.entities.v: needs exactly one of graphql.query or rest.path"));
 }
+
+namespace {
+std::string with_tables(const std::string& pianos, const std::string& clients) {
+  return std::string(R"(database: {url: "postgresql://u@127.0.0.1/db"}
+spool: {dir: /tmp/s}
+sources:
+  api:
+    base_url: http://127.0.0.1:9
+    entities:
+      pianos:
+        rest: {path: /p}
+        table:
+)") + pianos + R"(
+      clients:
+        rest: {path: /c}
+        table:
+)" + clients + "\n";
+}
+}  // namespace
+
+TEST_CASE("tables: references are checked - and the order puts parents first") {
+  auto good = config::load_string(with_tables(R"y(          columns:
+            client_id: {path: client.id, references: clients}
+            serial: {path: serial.number, type: text, required: true}
+          placeholder: {serial: "({id})"})y",
+                                              R"y(          name: customers
+          columns:
+            name: {path: name})y"),
+                                  "t.yaml");
+  REQUIRE(good.errors.empty());
+  auto order = good.config->reconciled_in_order();
+  REQUIRE(order.size() == 2);
+  CHECK(order[0]->name == "clients");
+  CHECK(order[0]->table.name == "customers");
+  CHECK(order[1]->table.name == "pianos");
+  CHECK(order[1]->table.find_column("serial")->required);
+  CHECK(order[1]->table.placeholder.at("serial") == "({id})");
+
+  auto bad = config::load_string(with_tables(R"y(          columns:
+            client_id: {path: client.id, references: owners}
+            version: {path: v}
+            count: {path: "a..b", type: integer}
+            other: {path: x, type: integer, references: clients}
+          placeholder: {nope: "x"})y",
+                                             R"y(          columns:
+            name: {path: name, type: text})y"),
+                                 "t.yaml");
+  CHECK(has_error(bad, "t.yaml:11: sources.api.entities.pianos.table.columns.client_id."
+                       "references: 'owners' is not an entity with a table"));
+  CHECK(has_error(bad, "t.yaml:12: sources.api.entities.pianos.table.columns.version: this column "
+                       "name is reserved"));
+  CHECK(has_error(bad, "columns.count.path: 'a..b' is not a record path"));
+  CHECK(has_error(bad, "columns.other.type: a column with references holds an id and must be "
+                       "of type text"));
+  CHECK(has_error(bad, "table.placeholder.nope: 'nope' is not a column of this table"));
+  auto type = config::load_string(with_tables("          columns:\n            n: {path: n}",
+                                              "          columns:\n            name: {path: "
+                                              "name, type: texte}"),
+                                  "t.yaml");
+  CHECK(has_error(type, "t.yaml:16: sources.api.entities.clients.table.columns.name.type: "
+                        "'texte' is not one of text|integer"));
+}
+
+TEST_CASE("tables: references may not form a cycle") {
+  auto cycle = config::load_string(
+      with_tables("          columns:\n            client_id: {path: c, references: clients}",
+                  "          columns:\n            piano_id: {path: p, references: pianos}\n"
+                  "            self_id: {path: s, references: clients}"),
+      "t.yaml");
+  CHECK(has_error(cycle, "references form a cycle (pianos -> clients -> pianos)"));
+}
