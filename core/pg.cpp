@@ -139,17 +139,17 @@ void Connection::fail(std::string_view what, PGresult* r) {
 void Connection::wait_socket(Want want) {
   using clock = std::chrono::steady_clock;
   static constexpr auto grace = std::chrono::milliseconds(3000);
-  std::optional<clock::time_point> stop_seen;
+  bool cancel_sent = false;
   for (;;) {
     bool stopping = stop_->stop_requested();
-    if (stopping && !stop_seen) stop_seen = clock::now();
-    if (stop_seen && clock::now() - *stop_seen > grace) {
+    if (stopping && !stop_seen_) stop_seen_ = clock::now();  // the grace counts from the stop
+    if (stopping && !cancel_sent && clock::now() - *stop_seen_ > grace) {
       if (PGcancel* cancel = PQgetCancel(conn_.get())) {
         char buf[256];
         PQcancel(cancel, buf, sizeof buf);
         PQfreeCancel(cancel);
       }
-      stop_seen = clock::now() + std::chrono::hours(1);  // cancel once; then wait for the reply
+      cancel_sent = true;  // cancel once; then wait for the reply
     }
     pollfd fds[2] = {
         {PQsocket(conn_.get()), static_cast<short>(want == Want::read ? POLLIN : POLLOUT), 0},

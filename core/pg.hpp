@@ -146,6 +146,7 @@ class Connection {
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_;
   const StopToken* stop_;
   std::uint64_t serial_;
+  std::optional<std::chrono::steady_clock::time_point> stop_seen_;
 };
 
 // Builds a binary COPY stream (PGCOPY format): header, rows, trailer. Reused across rows to

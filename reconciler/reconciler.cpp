@@ -185,7 +185,7 @@ class Worker {
       return claimed;
     } catch (const pg::Error& e) {
       rollback();
-      if (e.connection_lost()) throw;
+      if (e.connection_lost() || stop_.stop_requested()) throw;
       if (e.retryable()) {  // deadlock, serialization: the whole batch again, nothing counted
         log::info("reconciler.batch_retry", "entity={} error={}", p.entity->name,
                   log::q(primary_message(e.what())));
@@ -212,7 +212,7 @@ class Worker {
       return static_cast<std::int64_t>(ids.size());
     } catch (const pg::Error& e) {
       rollback();
-      if (e.connection_lost()) throw;
+      if (e.connection_lost() || stop_.stop_requested()) throw;
       if (e.retryable()) return 1;
       throw;
     }
@@ -233,7 +233,7 @@ class Worker {
     } catch (const pg::Error& e) {
       if (e.connection_lost()) throw;
       conn_->exec_script("ROLLBACK TO SAVEPOINT ingestd_part; RELEASE SAVEPOINT ingestd_part");
-      if (e.retryable()) throw;
+      if (e.retryable() || stop_.stop_requested()) throw;
       if (ids.size() == 1) {
         settle_failed_row(p, ids.front(), e, t);
         return;
