@@ -97,6 +97,13 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
       for (int j = 0; j < older.rows(); ++j) done.push_back(std::string(older.get(j, 0)));
       conn.query("DELETE FROM ingestd_full_run_ids WHERE entity = $1 AND run_id = ANY($2::text[])",
                  e.name, pg::array_literal(done));
+      // Full runs that never finished (no run_end) and ended before this one started: their
+      // ids can no longer serve.
+      conn.query(
+          "DELETE FROM ingestd_full_run_ids WHERE entity = $1 AND run_id IN (SELECT run_id FROM "
+          "ingestd_spool_ledger WHERE entity = $1 AND mode = 'full' GROUP BY run_id HAVING "
+          "max(fetched_at) < $2)",
+          e.name, started);
       result.finalized += static_cast<int>(done.size());
       result.deleted += deleted;
       result.undeleted += undeleted;

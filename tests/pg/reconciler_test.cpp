@@ -262,6 +262,12 @@ TEST_CASE("a complete full run soft-deletes exactly the rows it did not see") {
   f.stage("pianos", {R"({"id":"pno_1","client":{"id":"cln_77"}})"}, "p1");
   f.reconcile();
 
+  // A full run that never finished: no run_end, so it never deletes anything.
+  f.stage("clients", {client(1)}, "full0", "full");
+  f.reconcile();
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 0);
+  CHECK(f.count("SELECT count(*) FROM ingestd_full_run_ids WHERE run_id = 'full0'") == 1);
+
   // Full run: two pages; cln_2 unchanged (no new staging row), cln_1 changed, cln_5 missing.
   f.stage("clients", {client(1, "Anna"), client(2)}, "full1", "full");
   f.stage("clients", {client(3), client(4)}, "full1", "full");
@@ -277,6 +283,7 @@ TEST_CASE("a complete full run soft-deletes exactly the rows it did not see") {
   CHECK(f.get("SELECT deletion || ':' || deleted FROM ingestd_fetch_runs WHERE run_id = 'full1'") ==
         "applied:1");
   CHECK(f.count("SELECT count(*) FROM ingestd_full_run_ids WHERE run_id = 'full1'") == 0);
+  CHECK(f.count("SELECT count(*) FROM ingestd_full_run_ids WHERE run_id = 'full0'") == 0);
 
   // A full run whose marker counts a page that never arrived deletes nothing.
   f.stage("clients", {client(1, "Anna")}, "full2", "full");
