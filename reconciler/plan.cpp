@@ -113,8 +113,11 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
   for (const auto& c : cols)
     if (!c.match_column.empty())
       select += fmt::format(",\n  s.raw_data #>> {}", jsonb_path(c.match_path));
+  // OFFSET 0 keeps the subquery from being pulled up: otherwise Postgres copies the whole CASE
+  // into every expression that reads v.reason and evaluates it once per column (measured: a
+  // 2000-row claim took 62-100 ms instead of 19-23 ms).
   std::string lateral =
-      fmt::format("CROSS JOIN LATERAL (SELECT {} AS reason) v", reason_expression(e));
+      fmt::format("CROSS JOIN LATERAL (SELECT {} AS reason OFFSET 0) v", reason_expression(e));
   constexpr std::string_view kStagingColumns =
       "ctid, id, content_hash, external_id, fetched_at, raw_data, invalid_reason";
   claim_extract = fmt::format(

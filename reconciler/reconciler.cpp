@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <thread>
 
@@ -91,6 +92,7 @@ class Worker {
       // Times without a zone in records are read as UTC, whatever the server's setting.
       conn_->exec_script("SET TIME ZONE 'UTC'");
       for (const auto& e : entities_) conn_->exec_script(e.plan->create_temp);
+      analyzed_.clear();
       if (db_backoff_.attempts() > 0)
         log::info("reconciler.database_back", "worker={} after_attempts={}", index_,
                   db_backoff_.attempts());
@@ -175,6 +177,11 @@ class Worker {
         return 0;
       }
       failpoint("reconciler.after_claim");
+      if (claimed >= 100 && analyzed_.insert(&p).second) {
+        // Once per session: with statistics on the batch table the planner marks staging rows
+        // through their ctid instead of hashing a whole (small) staging table per batch.
+        conn_->exec_script("ANALYZE " + p.temp_table);
+      }
       Totals t;
       run_steps(p, t);
       apply(p, t);
@@ -352,6 +359,7 @@ class Worker {
   Backoff db_backoff_;
   std::vector<EntityState> entities_;
   std::optional<pg::Connection> conn_;
+  std::set<const Plan*> analyzed_;  // batch tables with statistics in this session
   Totals totals_;
 
  public:

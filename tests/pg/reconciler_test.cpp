@@ -199,6 +199,17 @@ TEST_CASE("invalid rows are skipped with the reason while the rest of their batc
   CHECK(reason("tme_8") == "updatedAt: expected an RFC 3339 time string, got number");
   CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE external_id IS NULL AND "
                 "outcome = 'skipped' AND last_error <> ''") == 2);
+
+  // After a fix of the mapping an operator requeues the skipped rows; still invalid here,
+  // they are skipped again with the same reasons, and the applied rows are not touched.
+  auto conn = f.db.connect();
+  CHECK(reconciler::requeue(conn, *f.cfg.find_entity("timeline_entries"),
+                            reconciler::Requeue::skipped) == 8);
+  CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE NOT processed") == 8);
+  auto again = f.reconcile();
+  CHECK(again.skipped == 8);
+  CHECK(again.applied == 0);
+  CHECK(reason("tme_3") == "minutes (minutes): expected an integer, got string");
 }
 
 TEST_CASE("a database error is retried with backoff then dead then requeued after the fix") {
