@@ -61,4 +61,5 @@ if [ "$bench" -eq 1 ]; then
   cd "$root"
   bash tests/bench/run.sh "$build"
   bash tests/bench/fetch_bench.sh "$build"
+  bash tests/bench/reconcile_bench.sh "$build"
 fi
