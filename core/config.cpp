@@ -428,8 +428,8 @@ class Loader {
                         t.name));
     t.user_owned = opt(tp + ".user_owned") == "true";
     static const std::set<std::string, std::less<>> reserved = {
-        "id",         "raw_data",   "is_placeholder", "content_hash", "source_updated_at",
-        "fetched_at", "version",    "created_at",     "updated_at",   "synced_at",
+        "id",         "raw_data", "is_placeholder", "content_hash", "source_updated_at",
+        "fetched_at", "version",  "created_at",     "updated_at",   "synced_at",
         "deleted_at"};
     for (const auto& [cpath, cline] : instances_["sources.*.entities.*.table.columns.*"]) {
       std::string prefix = tp + ".columns.";
@@ -461,8 +461,7 @@ class Loader {
         error(line_of(cpath + ".match.column", cline), cpath + ".match.column",
               "is not a column name");
       if (!c.match_path.empty() && !valid_record_path(c.match_path))
-        error(line_of(cpath + ".match.path", cline), cpath + ".match.path",
-              "is not a record path");
+        error(line_of(cpath + ".match.path", cline), cpath + ".match.path", "is not a record path");
       t.columns.push_back(std::move(c));
     }
     for (const auto& [ppath, pline] : instances_["sources.*.entities.*.table.placeholder.*"]) {
@@ -594,8 +593,8 @@ class Loader {
     c.reconciler_retry_initial = dur("reconciler.retry_initial");
     c.reconciler_retry_max = dur("reconciler.retry_max");
     c.reconciler_poll_interval = dur("reconciler.poll_interval");
-    c.reconciler_max_delete_fraction = std::strtod(text("reconciler.max_delete_fraction").c_str(),
-                                                   nullptr);
+    c.reconciler_max_delete_fraction =
+        std::strtod(text("reconciler.max_delete_fraction").c_str(), nullptr);
     check_references(c);
     c.fetcher_state_dir = opt("fetcher.state_dir").empty()
                               ? c.spool_dir / "state"

@@ -22,8 +22,8 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
   std::string table = pg::Identifier(e.table.name).quoted();
   conn.exec_script("BEGIN");
   try {
-    auto locked = conn.query("SELECT pg_try_advisory_xact_lock(hashtext('ingestd.full_run.' || $1))",
-                             e.name);
+    auto locked =
+        conn.query("SELECT pg_try_advisory_xact_lock(hashtext('ingestd.full_run.' || $1))", e.name);
     if (locked.get(0, 0) != "t") {  // another worker is at it
       conn.exec_script("COMMIT");
       return result;
@@ -59,8 +59,9 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
           e.name, run_id, started);
       std::int64_t live = counts.get_int(0, 0), missing = counts.get_int(0, 1);
       std::int64_t deleted = 0, undeleted = 0;
-      bool refused = missing > 0 && static_cast<double>(missing) >
-                                        cfg.reconciler_max_delete_fraction * static_cast<double>(live);
+      bool refused =
+          missing > 0 && static_cast<double>(missing) >
+                             cfg.reconciler_max_delete_fraction * static_cast<double>(live);
       if (refused) {
         ++result.refused;
         log::error("reconciler.deletion_refused",
@@ -109,8 +110,7 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
       result.undeleted += undeleted;
       log::info("reconciler.full_run_reconciled",
                 "entity={} run_id={} deletion={} deleted={} undeleted={} superseded_runs={}",
-                e.name, run_id, refused ? "refused" : "applied", deleted, undeleted,
-                older.rows());
+                e.name, run_id, refused ? "refused" : "applied", deleted, undeleted, older.rows());
       break;  // the newest ready run settles the older ones
     }
     conn.exec_script("COMMIT");

@@ -70,8 +70,9 @@ std::string reason_expression(const config::Entity& e) {
     if (a.types.empty()) continue;
     std::string list;
     for (auto t : a.types) list += literal(t) + ", ";
-    sql += fmt::format("    WHEN jsonb_typeof({0}) NOT IN ({1}'null') THEN {2} || jsonb_typeof({0})\n",
-                       v, list, literal(fmt::format("{}: expected {}, got ", where, a.expected)));
+    sql +=
+        fmt::format("    WHEN jsonb_typeof({0}) NOT IN ({1}'null') THEN {2} || jsonb_typeof({0})\n",
+                    v, list, literal(fmt::format("{}: expected {}, got ", where, a.expected)));
     if (c.type == "integer" || c.type == "bigint")
       sql += fmt::format(
           "    WHEN jsonb_typeof({0}) = 'number' AND ({1}) !~ '^-?[0-9]+$' THEN {2} || ({1})\n", v,
@@ -243,13 +244,12 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
       staging);
   for (const auto& c : cols) {
     if (c.type == "text" || c.type == "jsonb") continue;
-    diagnose.emplace_back(fmt::format("{} ({})", c.name, c.path),
-                          fmt::format("SELECT (($1::jsonb) #>> {})::{}", jsonb_path(c.path),
-                                      sql_type(c.type)));
+    diagnose.emplace_back(
+        fmt::format("{} ({})", c.name, c.path),
+        fmt::format("SELECT (($1::jsonb) #>> {})::{}", jsonb_path(c.path), sql_type(c.type)));
   }
-  diagnose.emplace_back(e.updated_at_path,
-                        fmt::format("SELECT (($1::jsonb) #>> {})::timestamptz",
-                                    jsonb_path(e.updated_at_path)));
+  diagnose.emplace_back(e.updated_at_path, fmt::format("SELECT (($1::jsonb) #>> {})::timestamptz",
+                                                       jsonb_path(e.updated_at_path)));
 }
 
 }  // namespace ingestd::reconciler

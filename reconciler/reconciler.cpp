@@ -270,12 +270,14 @@ class Worker {
     bool dead = r.get(0, 1) == "t";
     if (dead) {
       ++t.dead;
-      log::error("reconciler.row_dead", "entity={} staging_id={} external_id={} attempts={} error={}",
-                 p.entity->name, id, log::q(r.get(0, 0)), r.get(0, 2), log::q(message));
+      log::error("reconciler.row_dead",
+                 "entity={} staging_id={} external_id={} attempts={} error={}", p.entity->name, id,
+                 log::q(r.get(0, 0)), r.get(0, 2), log::q(message));
     } else {
       ++t.retried;
-      log::warn("reconciler.row_retry", "entity={} staging_id={} external_id={} attempts={} error={}",
-                p.entity->name, id, log::q(r.get(0, 0)), r.get(0, 2), log::q(message));
+      log::warn("reconciler.row_retry",
+                "entity={} staging_id={} external_id={} attempts={} error={}", p.entity->name, id,
+                log::q(r.get(0, 0)), r.get(0, 2), log::q(message));
     }
   }
 
@@ -399,8 +401,8 @@ int run(const config::Config& cfg, const StopToken& stop, const Options& opts, T
             "batches={} applied={} superseded={} skipped={} retried={} dead={} placeholders={} "
             "fuzzy_links={} deleted={} undeleted={} deletions_refused={}",
             totals.batches, totals.applied, totals.superseded, totals.skipped, totals.retried,
-            totals.dead, totals.placeholders, totals.fuzzy_links, totals.deleted,
-            totals.undeleted, totals.deletions_refused);
+            totals.dead, totals.placeholders, totals.fuzzy_links, totals.deleted, totals.undeleted,
+            totals.deletions_refused);
   if (totals_out) *totals_out = totals;
   return *std::max_element(codes.begin(), codes.end());
 }

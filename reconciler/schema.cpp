@@ -87,10 +87,10 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
       bool exists = !columns.empty();
 
       if (!exists && t.user_owned) {
-        report.problems.push_back(fmt::format(
-            "table {} (entity {}) is user_owned but does not exist: create it, or drop "
-            "user_owned to let migrate create it",
-            t.name, e->name));
+        report.problems.push_back(
+            fmt::format("table {} (entity {}) is user_owned but does not exist: create it, or drop "
+                        "user_owned to let migrate create it",
+                        t.name, e->name));
         continue;
       }
       if (!exists) {
@@ -123,8 +123,7 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
               t.name, name, it->second, want));
         }
       };
-      for (const auto& f : kFixed)
-        check(f.name, f.type, f.name == "id" ? "text" : f.definition);
+      for (const auto& f : kFixed) check(f.name, f.type, f.name == "id" ? "text" : f.definition);
       for (const auto& c : t.columns) check(c.name, catalog_type(c.type), sql_type(c.type));
 
       if (columns.count("id")) {
@@ -149,10 +148,10 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
             table.quoted(), pg::Identifier(target->table.name).quoted(), c.name);
         if (fk.rows() > 0) continue;
         if (t.user_owned) {
-          report.problems.push_back(fmt::format(
-              "table {}: column {} has no foreign key to {} (references: {} in the "
-              "configuration)",
-              t.name, c.name, target->table.name, c.references));
+          report.problems.push_back(
+              fmt::format("table {}: column {} has no foreign key to {} (references: {} in the "
+                          "configuration)",
+                          t.name, c.name, target->table.name, c.references));
           continue;
         }
         // Validated now: every existing value must already be an id of the parent.

@@ -274,12 +274,13 @@ int run_reconciler(const Args& args, std::string_view command, reconciler::RunMo
     reconciler::Totals t;
     int rc = reconciler::run(*cfg, stop, opts, &t);
     if (mode == reconciler::RunMode::until_empty)
-      std::printf("applied %lld, superseded %lld, skipped %lld, retry later %lld, dead %lld, "
-                  "placeholders %lld, deleted %lld\n",
-                  static_cast<long long>(t.applied), static_cast<long long>(t.superseded),
-                  static_cast<long long>(t.skipped), static_cast<long long>(t.retried),
-                  static_cast<long long>(t.dead), static_cast<long long>(t.placeholders),
-                  static_cast<long long>(t.deleted));
+      std::printf(
+          "applied %lld, superseded %lld, skipped %lld, retry later %lld, dead %lld, "
+          "placeholders %lld, deleted %lld\n",
+          static_cast<long long>(t.applied), static_cast<long long>(t.superseded),
+          static_cast<long long>(t.skipped), static_cast<long long>(t.retried),
+          static_cast<long long>(t.dead), static_cast<long long>(t.placeholders),
+          static_cast<long long>(t.deleted));
     return rc;
   });
 }

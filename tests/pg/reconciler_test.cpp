@@ -55,8 +55,9 @@ struct Fixture {
                    const std::map<std::string, std::string>& tables = kTables) {
     test::ConfigOptions o{db.url(), spool, {"clients", "users", "pianos", "timeline_entries"}};
     o.entity_extra = tables;
-    o.extra = "reconciler:\n" +
-              (extra.empty() ? "  retry_initial: 10ms\n  retry_max: 20ms\n  max_attempts: 3\n" : extra);
+    o.extra =
+        "reconciler:\n" +
+        (extra.empty() ? "  retry_initial: 10ms\n  retry_max: 20ms\n  max_attempts: 3\n" : extra);
     cfg = test::write_config(dir.path(), o);
     auto conn = db.connect();
     (void)migrations::migrate(conn, cfg);
@@ -113,7 +114,9 @@ TEST_CASE("unknown references become placeholders that the real record later fil
   CHECK(f.get("SELECT first_name FROM clients WHERE id = 'cln_1'") == "Unknown");
   CHECK(f.get("SELECT name FROM users WHERE id = 'usr_1'") == "Unknown technician (usr_1)");
 
-  f.stage("pianos", {R"({"id":"pno_1","serialNumber":"S-1","client":{"id":"cln_9"},"updatedAt":"2026-01-02T00:00:00Z"})"});
+  f.stage(
+      "pianos",
+      {R"({"id":"pno_1","serialNumber":"S-1","client":{"id":"cln_9"},"updatedAt":"2026-01-02T00:00:00Z"})"});
   t = f.reconcile();
   CHECK(t.applied == 1);
   CHECK(t.placeholders == 1);  // cln_9
@@ -143,8 +146,9 @@ TEST_CASE("an older version never overwrites a newer one and version counts only
 
   // The same content with its keys in another order: unchanged, only synced_at moves.
   auto updated = f.get("SELECT updated_at FROM timeline_entries WHERE id = 'tme_1'");
-  f.stage("timeline_entries",
-          {R"({"note":"v2","updatedAt":"2026-01-02T00:00:00Z","client":{"id":"cln_1"},"user":{"id":"usr_1"},"piano":{"id":"pno_1"},"minutes":30,"occurredAt":"2026-01-01T10:00:00Z","id":"tme_1"})"});
+  f.stage(
+      "timeline_entries",
+      {R"({"note":"v2","updatedAt":"2026-01-02T00:00:00Z","client":{"id":"cln_1"},"user":{"id":"usr_1"},"piano":{"id":"pno_1"},"minutes":30,"occurredAt":"2026-01-01T10:00:00Z","id":"tme_1"})"});
   t = f.reconcile();
   CHECK(t.applied == 1);
   CHECK(f.get("SELECT version FROM timeline_entries WHERE id = 'tme_1'") == "1");
@@ -171,15 +175,11 @@ TEST_CASE("an older version never overwrites a newer one and version counts only
 TEST_CASE("invalid rows are skipped with the reason while the rest of their batch applies") {
   Fixture f;
   f.stage("timeline_entries",
-          {entry(1, "pno_1"),
-           R"({"id":"tme_2","minutes":30,"updatedAt":"2026-01-01T00:00:00Z"})",
-           entry(3, "pno_1", R"(,"minutes":"abc")"),
-           entry(4, "pno_1", R"(,"minutes":1.5)"),
+          {entry(1, "pno_1"), R"({"id":"tme_2","minutes":30,"updatedAt":"2026-01-01T00:00:00Z"})",
+           entry(3, "pno_1", R"(,"minutes":"abc")"), entry(4, "pno_1", R"(,"minutes":1.5)"),
            R"({"id":"tme_5","occurredAt":"not a time","updatedAt":"2026-01-01T00:00:00Z"})",
            entry(6, "pno_1", R"(,"minutes":99999999999)"),
-           R"({"occurredAt":"2026-01-01T10:00:00Z"})",
-           R"([1,2,3])",
-           entry(7, "pno_2"),
+           R"({"occurredAt":"2026-01-01T10:00:00Z"})", R"([1,2,3])", entry(7, "pno_2"),
            R"({"id":"tme_8","occurredAt":"2026-01-01T10:00:00Z","updatedAt":12})"});
   auto t = f.reconcile();
   CHECK(t.applied == 2);
@@ -251,8 +251,7 @@ TEST_CASE("a database error is retried with backoff then dead then requeued afte
   CHECK(requeue.log_text().find("1 dead row(s) back in line") != std::string::npos);
   auto after = f.reconcile();
   CHECK(after.applied == 1);
-  CHECK(f.get("SELECT outcome FROM stg_timeline_entries WHERE external_id = 'tme_2'") ==
-        "applied");
+  CHECK(f.get("SELECT outcome FROM stg_timeline_entries WHERE external_id = 'tme_2'") == "applied");
   CHECK(f.get("SELECT minutes FROM timeline_entries WHERE id = 'tme_2'") == "500");
 }
 
@@ -338,9 +337,10 @@ TEST_CASE("a fuzzy reference links to a close natural key and records the link f
   Fixture f("", tables);
   f.stage("clients", {client(1)});
   f.reconcile();
-  f.stage("timeline_entries",
-          {R"({"id":"tme_1","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_old1","email":"c1@exmple.com"}})",
-           R"({"id":"tme_2","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_old2","email":"someone@else.org"}})"});
+  f.stage(
+      "timeline_entries",
+      {R"({"id":"tme_1","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_old1","email":"c1@exmple.com"}})",
+       R"({"id":"tme_2","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_old2","email":"someone@else.org"}})"});
   auto t = f.reconcile();
   CHECK(t.fuzzy_links == 1);
   CHECK(t.placeholders == 1);
@@ -375,8 +375,9 @@ TEST_CASE("migrate adds configured columns and checks a user-owned table column 
   tables["clients"] += "\n  user_owned: true";
   {
     auto conn = f.db.connect();
-    conn.exec_script("ALTER TABLE clients DROP COLUMN email; ALTER TABLE clients ALTER COLUMN "
-                     "last_name TYPE integer USING 0");
+    conn.exec_script(
+        "ALTER TABLE clients DROP COLUMN email; ALTER TABLE clients ALTER COLUMN "
+        "last_name TYPE integer USING 0");
   }
   test::ConfigOptions o{f.db.url(), f.spool, {"clients", "users", "pianos", "timeline_entries"}};
   o.entity_extra = tables;
@@ -388,9 +389,10 @@ TEST_CASE("migrate adds configured columns and checks a user-owned table column 
   CHECK(f.get("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
               "'users'::regclass AND attname = 'level'") == "integer");
   REQUIRE(report.problems.size() == 2);
-  CHECK(report.problems[0] == "table clients: column last_name is integer, the configuration says "
-                              "text (migrate never changes a column's type: alter it yourself or "
-                              "rename the column in the configuration)");
+  CHECK(report.problems[0] ==
+        "table clients: column last_name is integer, the configuration says "
+        "text (migrate never changes a column's type: alter it yourself or "
+        "rename the column in the configuration)");
   CHECK(report.problems[1] == "table clients: column email is missing (want text)");
   // Additive only: running it again changes nothing.
   auto again = reconciler::ensure_tables(conn, cfg);

@@ -203,11 +203,13 @@ sources:
       pianos:
         rest: {path: /p}
         table:
-)") + pianos + R"(
+)") + pianos +
+         R"(
       clients:
         rest: {path: /c}
         table:
-)" + clients + "\n";
+)" + clients +
+         "\n";
 }
 }  // namespace
 
@@ -238,20 +240,24 @@ TEST_CASE("tables: references are checked - and the order puts parents first") {
                                              R"y(          columns:
             name: {path: name, type: text})y"),
                                  "t.yaml");
-  CHECK(has_error(bad, "t.yaml:11: sources.api.entities.pianos.table.columns.client_id."
-                       "references: 'owners' is not an entity with a table"));
-  CHECK(has_error(bad, "t.yaml:12: sources.api.entities.pianos.table.columns.version: this column "
-                       "name is reserved"));
+  CHECK(has_error(bad,
+                  "t.yaml:11: sources.api.entities.pianos.table.columns.client_id."
+                  "references: 'owners' is not an entity with a table"));
+  CHECK(has_error(bad,
+                  "t.yaml:12: sources.api.entities.pianos.table.columns.version: this column "
+                  "name is reserved"));
   CHECK(has_error(bad, "columns.count.path: 'a..b' is not a record path"));
-  CHECK(has_error(bad, "columns.other.type: a column with references holds an id and must be "
-                       "of type text"));
+  CHECK(has_error(bad,
+                  "columns.other.type: a column with references holds an id and must be "
+                  "of type text"));
   CHECK(has_error(bad, "table.placeholder.nope: 'nope' is not a column of this table"));
   auto type = config::load_string(with_tables("          columns:\n            n: {path: n}",
                                               "          columns:\n            name: {path: "
                                               "name, type: texte}"),
                                   "t.yaml");
-  CHECK(has_error(type, "t.yaml:16: sources.api.entities.clients.table.columns.name.type: "
-                        "'texte' is not one of text|integer"));
+  CHECK(has_error(type,
+                  "t.yaml:16: sources.api.entities.clients.table.columns.name.type: "
+                  "'texte' is not one of text|integer"));
 }
 
 TEST_CASE("tables: references may not form a cycle") {
