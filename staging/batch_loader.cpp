@@ -234,12 +234,33 @@ void BatchLoader::stage_rows(std::vector<const Row*>& rows, Path path) {
   }
 }
 
+// One binary COPY stream: `add_rows` appends rows to copy_ and calls flush_if_full().
+template <class AddRows>
+void BatchLoader::copy_stream(std::string_view copy_sql, AddRows&& add_rows) {
+  conn_->copy_begin(copy_sql);
+  try {
+    copy_ = pg::BinaryCopyWriter();  // each COPY stream starts with the PGCOPY header
+    add_rows();
+    copy_.finish();
+    conn_->copy_put(copy_.data());
+    copy_.clear();
+    conn_->copy_end();
+  } catch (const pg::Error&) {
+    conn_->copy_abort("stager error");
+    throw;
+  }
+}
+
+void BatchLoader::flush_if_full() {
+  if (copy_.size() < kCopyFlushBytes) return;
+  conn_->copy_put(copy_.data());
+  copy_.clear();
+}
+
 // Binary COPY straight into stg_<entity>.
 void BatchLoader::copy_rows(const std::vector<const Row*>& rows) {
   if (rows.empty()) return;
-  conn_->copy_begin(copy_sql_);
-  try {
-    copy_ = pg::BinaryCopyWriter();  // each COPY stream starts with the PGCOPY header
+  copy_stream(copy_sql_, [&] {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const Row* r = rows[i];
       auto& f = files_[r->file];
@@ -261,20 +282,10 @@ void BatchLoader::copy_rows(const std::vector<const Row*>& rows) {
         ++f.counts.flagged;
       }
       ++f.counts.staged;
-      if (copy_.size() >= kCopyFlushBytes) {
-        conn_->copy_put(copy_.data());
-        copy_.clear();
-      }
+      flush_if_full();
       if (i == rows.size() / 2) failpoint("stager.mid_copy");
     }
-    copy_.finish();
-    conn_->copy_put(copy_.data());
-    copy_.clear();
-    conn_->copy_end();
-  } catch (const pg::Error&) {
-    conn_->copy_abort("stager error");
-    throw;
-  }
+  });
 }
 
 // A full run's pages also list their ids: an unchanged record leaves no new staging row
@@ -283,30 +294,19 @@ void BatchLoader::copy_full_run_ids() {
   bool any = false;
   for (const auto& f : files_) any = any || (f.ledger_id != 0 && f.reader->meta().mode == "full");
   if (!any) return;
-  conn_->copy_begin(
-      "COPY ingestd_full_run_ids (entity, run_id, external_id) FROM STDIN (FORMAT binary)");
-  try {
-    copy_ = pg::BinaryCopyWriter();
-    for (const auto& row : rows_) {
-      const auto& f = files_[row.file];
-      if (f.ledger_id == 0 || f.reader->meta().mode != "full" || !row.external_id) continue;
-      copy_.begin_row(3);
-      copy_.add_text(entity_.name);
-      copy_.add_text(f.reader->meta().run_id);
-      copy_.add_text(*row.external_id);
-      if (copy_.size() >= kCopyFlushBytes) {
-        conn_->copy_put(copy_.data());
-        copy_.clear();
-      }
-    }
-    copy_.finish();
-    conn_->copy_put(copy_.data());
-    copy_.clear();
-    conn_->copy_end();
-  } catch (const pg::Error&) {
-    conn_->copy_abort("stager error");
-    throw;
-  }
+  copy_stream("COPY ingestd_full_run_ids (entity, run_id, external_id) FROM STDIN (FORMAT binary)",
+              [&] {
+                for (const auto& row : rows_) {
+                  const auto& f = files_[row.file];
+                  if (f.ledger_id == 0 || f.reader->meta().mode != "full" || !row.external_id)
+                    continue;
+                  copy_.begin_row(3);
+                  copy_.add_text(entity_.name);
+                  copy_.add_text(f.reader->meta().run_id);
+                  copy_.add_text(*row.external_id);
+                  flush_if_full();
+                }
+              });
 }
 
 void BatchLoader::write_ledger_counts() {

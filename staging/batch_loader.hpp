@@ -63,6 +63,9 @@ class BatchLoader {
   void stage_records(Path path, std::optional<InFlight::Claim>& claim);
   void stage_rows(std::vector<const Row*>& rows, Path path);
   void copy_rows(const std::vector<const Row*>& rows);
+  template <class AddRows>
+  void copy_stream(std::string_view copy_sql, AddRows&& add_rows);
+  void flush_if_full();
   void insert_row_by_row(const std::vector<const Row*>& rows);
   void copy_full_run_ids();
   void write_ledger_counts();

@@ -31,31 +31,7 @@ std::string tail(const std::string& log, std::size_t chars = 4000) {
   return log.size() <= chars ? log : "..." + log.substr(log.size() - chars);
 }
 
-// The table blocks of reconciler_test.cpp.
-const std::map<std::string, std::string> kTables = {
-    {"clients", R"y(table:
-  columns:
-    first_name: {path: firstName, type: text}
-    last_name:  {path: lastName, type: text}
-    email:      {path: email, type: text}
-  placeholder: {first_name: Unknown, last_name: "({id})"})y"},
-    {"users", R"y(table:
-  columns:
-    name: {path: name, type: text}
-  placeholder: {name: "Unknown technician ({id})"})y"},
-    {"pianos", R"y(table:
-  columns:
-    serial:    {path: serialNumber, type: text}
-    client_id: {path: client.id, type: text, references: clients}
-  placeholder: {serial: "?"})y"},
-    {"timeline_entries", R"y(table:
-  columns:
-    occurred_at: {path: occurredAt, type: timestamptz, required: true}
-    minutes:     {path: minutes, type: integer}
-    piano_id:    {path: piano.id, type: text, references: pianos}
-    user_id:     {path: user.id, type: text, references: users}
-    client_id:   {path: client.id, type: text, references: clients})y"},
-};
+const auto& kTables = test::reconciler_tables();
 
 // The references of the staged timeline entries: tme_<i> points at pno_<i % 3000>,
 // usr_<i % 50> and cln_<i % 2000>, none of which exists when the reconcilers start.

@@ -289,3 +289,33 @@ fs::path spool_run_end(const fs::path& spool, const std::string& entity, const s
   return spool::write_run_end(spool, m);
 }
 }  // namespace ingestd::test
+
+namespace ingestd::test {
+const std::map<std::string, std::string>& reconciler_tables() {
+  static const std::map<std::string, std::string> tables = {
+      {"clients", R"y(table:
+  columns:
+    first_name: {path: firstName, type: text}
+    last_name:  {path: lastName, type: text}
+    email:      {path: email, type: text}
+  placeholder: {first_name: Unknown, last_name: "({id})"})y"},
+      {"users", R"y(table:
+  columns:
+    name: {path: name, type: text}
+  placeholder: {name: "Unknown technician ({id})"})y"},
+      {"pianos", R"y(table:
+  columns:
+    serial:    {path: serialNumber, type: text}
+    client_id: {path: client.id, type: text, references: clients}
+  placeholder: {serial: "?"})y"},
+      {"timeline_entries", R"y(table:
+  columns:
+    occurred_at: {path: occurredAt, type: timestamptz, required: true}
+    minutes:     {path: minutes, type: integer}
+    piano_id:    {path: piano.id, type: text, references: pianos}
+    user_id:     {path: user.id, type: text, references: users}
+    client_id:   {path: client.id, type: text, references: clients})y"},
+  };
+  return tables;
+}
+}  // namespace ingestd::test

@@ -89,6 +89,10 @@ struct ConfigOptions {
 // Writes the YAML to dir/ingestd.yaml and returns the loaded config (fails the test if invalid).
 config::Config write_config(const fs::path& dir, const ConfigOptions& o);
 
+// The `table:` blocks of clients, users, pianos (-> clients) and timeline_entries (-> pianos,
+// users, clients) for ConfigOptions::entity_extra: the reconciler tests' schema.
+[[nodiscard]] const std::map<std::string, std::string>& reconciler_tables();
+
 [[nodiscard]] std::string binary();
 
 // A child process running the real ingestd binary, stdout+stderr to a log file.
