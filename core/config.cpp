@@ -442,7 +442,8 @@ class Loader {
       c.references = opt(cpath + ".references");
       c.match_column = opt(cpath + ".match.column");
       c.match_path = opt(cpath + ".match.path");
-      c.match_distance = std::stoll(opt(cpath + ".match.max_distance"));
+      auto distance = opt(cpath + ".match.max_distance");
+      c.match_distance = distance.empty() ? 2 : std::stoll(distance);
       if (reserved.count(c.name) || c.name.rfind("ingestd_", 0) == 0)
         error(cline, cpath, "this column name is reserved (every table has it already)");
       if (!c.path.empty() && !valid_record_path(c.path))

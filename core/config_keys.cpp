@@ -168,10 +168,10 @@ const std::vector<Key>& keys() {
        "fuzzystrmatch extension)."},
       {"sources.*.entities.*.table.columns.*.match.path", Type::string, "", false, false, 0, 0,
        "", "Fuzzy reference: path of the natural key's value in this record."},
-      {"sources.*.entities.*.table.columns.*.match.max_distance", Type::integer, "2", false,
+      {"sources.*.entities.*.table.columns.*.match.max_distance", Type::integer, "", false,
        false, 0, 10, "",
-       "Fuzzy reference: largest Levenshtein distance accepted. Links made this way are "
-       "recorded in ingestd_fuzzy_links for review."},
+       "Fuzzy reference: largest Levenshtein distance accepted (2 when not given). Links made "
+       "this way are recorded in ingestd_fuzzy_links for review."},
       {"sources.*.entities.*.table.placeholder", Type::map, "", false, false, 0, 0, "",
        "Values for a placeholder row's columns, by column name; `{id}` is replaced by the "
        "referenced id (e.g. last_name: \"({id})\")."},
