@@ -428,9 +428,24 @@ class Loader {
                         t.name));
     t.user_owned = opt(tp + ".user_owned") == "true";
     static const std::set<std::string, std::less<>> reserved = {
-        "id",         "raw_data", "is_placeholder", "content_hash", "source_updated_at",
-        "fetched_at", "version",  "created_at",     "updated_at",   "synced_at",
-        "deleted_at"};
+        "id",
+        "raw_data",
+        "is_placeholder",
+        "content_hash",
+        "source_updated_at",
+        "fetched_at",
+        "version",
+        "created_at",
+        "updated_at",
+        "synced_at",
+        "deleted_at",
+        "ctid",
+        "xmin",
+        "xmax",
+        "cmin",
+        "cmax",
+        "tableoid",
+        "oid"};  // the last ones are system columns
     for (const auto& [cpath, cline] : instances_["sources.*.entities.*.table.columns.*"]) {
       std::string prefix = tp + ".columns.";
       if (cpath.rfind(prefix, 0) != 0) continue;

@@ -28,6 +28,25 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
       conn.exec_script("COMMIT");
       return result;
     }
+    // A run_end staged late, after a full run that started later was applied: the late run
+    // knows less than that one (and its id list may be gone). Settled without acting.
+    auto late = conn.query(
+        "WITH starts AS (SELECT run_id, min(fetched_at) AS started FROM ingestd_spool_ledger "
+        "WHERE entity = $1 AND mode = 'full' GROUP BY run_id), newest AS (SELECT "
+        "max(coalesce(s.started, r.completed_at)) AS started FROM ingestd_fetch_runs r LEFT JOIN "
+        "starts s USING (run_id) WHERE r.entity = $1 AND r.mode = 'full' AND r.deletion IN "
+        "('applied', 'refused')) UPDATE ingestd_fetch_runs r SET reconciled_at = now(), deletion "
+        "= 'superseded' FROM newest WHERE r.entity = $1 AND r.mode = 'full' AND r.reconciled_at "
+        "IS NULL AND coalesce((SELECT started FROM starts s WHERE s.run_id = r.run_id), "
+        "r.completed_at) < newest.started RETURNING r.run_id",
+        e.name);
+    for (int i = 0; i < late.rows(); ++i) {
+      conn.query("DELETE FROM ingestd_full_run_ids WHERE entity = $1 AND run_id = $2", e.name,
+                 std::string(late.get(i, 0)));
+      ++result.finalized;
+      log::warn("reconciler.full_run_superseded", "entity={} run_id={} reason={}", e.name,
+                log::q(late.get(i, 0)), log::q("a newer full run was applied first"));
+    }
     for (int i = 0; i < pending.rows(); ++i) {
       std::string run_id(pending.get(i, 0));
       std::int64_t pages = pending.get_int(i, 1);

@@ -19,11 +19,12 @@ std::string literal(std::string_view s) {
   return out + "'";
 }
 
-// 'a.b' -> '{a,b}' (segments were validated: no quotes, braces or commas).
+// 'a.b' -> '{"a","b"}' (segments were validated: no quotes, braces or commas; quoted, so a
+// segment named null is a key, not a NULL element).
 std::string jsonb_path(std::string_view dotted) {
-  std::string out = "{";
-  for (char c : dotted) out += c == '.' ? ',' : c;
-  return literal(out + "}");
+  std::string out = "{\"";
+  for (char c : dotted) out += c == '.' ? std::string("\",\"") : std::string(1, c);
+  return literal(out + "\"}");
 }
 
 std::string value_at(std::string_view dotted) {
@@ -152,13 +153,14 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
       s.sql = fmt::format(
           "WITH unknown AS (SELECT DISTINCT b.{1} AS unknown_id, b.{2} AS val FROM {0} b "
           "WHERE b.ingestd_reason IS NULL AND b.{1} IS NOT NULL AND b.{2} IS NOT NULL AND NOT "
-          "EXISTS (SELECT 1 FROM {3} r WHERE r.id = b.{1})),\n"
+          "EXISTS (SELECT 1 FROM {3} r WHERE r.id = b.{1}) AND length(b.{2}) <= 255),\n"
           "matched AS (SELECT u.unknown_id, u.val, m.id, m.d FROM unknown u CROSS JOIN LATERAL "
-          "(SELECT r.id, levenshtein_less_equal(r.{4}, u.val, $1::int) AS d FROM {3} r WHERE "
-          "NOT r.is_placeholder AND r.deleted_at IS NULL AND r.{4} IS NOT NULL AND "
-          "levenshtein_less_equal(r.{4}, u.val, $1::int) <= $1::int ORDER BY 2, r.id LIMIT 1) "
-          "m),\n"
-          "fixed AS (UPDATE {0} b SET {1} = m.id FROM matched m WHERE b.{1} = m.unknown_id "
+          "(SELECT r.id, d.d FROM {3} r CROSS JOIN LATERAL (SELECT CASE WHEN length(r.{4}) <= "
+          "255 THEN levenshtein_less_equal(r.{4}, u.val, $1::int) END AS d) d WHERE NOT "
+          "r.is_placeholder AND r.deleted_at IS NULL AND d.d <= $1::int ORDER BY 2, r.id LIMIT "
+          "1) m),\n"
+          "fixed AS (UPDATE {0} b SET {1} = m.id FROM matched m WHERE b.{1} = m.unknown_id AND "
+          "b.{2} = m.val "
           "RETURNING b.ingestd_ext_id, m.unknown_id, m.id, m.val, m.d)\n"
           "INSERT INTO ingestd_fuzzy_links (entity, record_id, column_name, unknown_id, "
           "matched_id, match_value, distance) SELECT DISTINCT ON (ingestd_ext_id, unknown_id) "
@@ -210,7 +212,8 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
       "DESC, b.ingestd_stg_id DESC\n"
       "  ON CONFLICT (id) DO UPDATE SET {4}raw_data = EXCLUDED.raw_data, content_hash = "
       "EXCLUDED.content_hash, source_updated_at = EXCLUDED.source_updated_at,\n"
-      "    fetched_at = CASE WHEN {5} THEN EXCLUDED.fetched_at ELSE t.fetched_at END,\n"
+      "    fetched_at = CASE WHEN {5} THEN EXCLUDED.fetched_at ELSE greatest(t.fetched_at, "
+      "EXCLUDED.fetched_at) END,\n"
       "    version = t.version + CASE WHEN {5} THEN 1 ELSE 0 END,\n"
       "    updated_at = CASE WHEN {5} THEN now() ELSE t.updated_at END,\n"
       "    is_placeholder = false, deleted_at = NULL, synced_at = now()\n"

@@ -33,6 +33,24 @@ std::string primary_message(const std::string& what) {
   return m.substr(0, m.find('\n'));
 }
 
+// An error one row can cause (a value Postgres refuses, a constraint, a trigger's RAISE):
+// worth bisecting the batch for. Anything else (a missing table, a revoked grant, a disk full)
+// would fail every row alike: the entity pauses instead, and no row is marked.
+bool row_error(const pg::Error& e) {
+  const auto& s = e.sqlstate();
+  return s.rfind("22", 0) == 0 || s.rfind("23", 0) == 0 || s == "P0001";
+}
+// Lost a race with another transaction: the whole batch again, nothing counted.
+bool batch_retry(const pg::Error& e) {
+  return e.sqlstate() == "40001" || e.sqlstate() == "40P01";
+}
+
+// A placeholder or fuzzy-link statement failed: that is about the configuration or the parent
+// table, not about the rows of the batch.
+struct StepError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 std::string seconds(std::chrono::milliseconds d) {
   return fmt::format("{}", static_cast<double>(d.count()) / 1000.0);
 }
@@ -123,13 +141,7 @@ class Worker {
           }
           turn.worked = true;
         }
-        if (drained && !stop_.stop_requested()) {
-          auto r = finalize_full_runs(*conn_, cfg_, *p.entity);
-          totals_.deleted += r.deleted;
-          totals_.undeleted += r.undeleted;
-          totals_.deletions_refused += r.refused;
-          if (r.finalized > 0) turn.worked = true;
-        }
+        if (drained && !stop_.stop_requested()) finalize(p, turn);
         if (st.failing) log::info("reconciler.entity_recovered", "entity={}", p.entity->name);
         st.failing = false;
         st.backoff.reset();
@@ -149,6 +161,20 @@ class Worker {
     return turn;
   }
 
+  void finalize(const Plan& p, Turn& turn) {
+    try {
+      auto r = finalize_full_runs(*conn_, cfg_, *p.entity);
+      totals_.deleted += r.deleted;
+      totals_.undeleted += r.undeleted;
+      totals_.deletions_refused += r.refused;
+      if (r.finalized > 0) turn.worked = true;
+    } catch (const pg::Error& e) {
+      if (!batch_retry(e)) throw;
+      log::info("reconciler.full_run_retry", "entity={} error={}", p.entity->name,
+                log::q(primary_message(e.what())));
+    }
+  }
+
   // An error that is not about one row (a dropped table, a revoked grant): this entity waits,
   // the others go on.
   void entity_failed(EntityState& st, const std::string& error) {
@@ -159,7 +185,27 @@ class Worker {
                st.plan->entity->name, wait.count(), log::q(error));
   }
 
+  // Placeholders and links are logged once committed: a batch rolled back created nothing.
+  struct Created {
+    bool fuzzy;
+    std::string table;
+    int rows;
+    std::string sample;
+  };
+  void log_created(const Plan& p) {
+    for (const auto& c : created_) {
+      if (c.fuzzy)
+        log::info("reconciler.fuzzy_linked", "entity={} table={} links={} sample={}",
+                  p.entity->name, c.table, c.rows, log::q(c.sample));
+      else
+        log::info("reconciler.placeholders_created", "entity={} table={} created={} sample={}",
+                  p.entity->name, c.table, c.rows, log::q(c.sample));
+    }
+    created_.clear();
+  }
+
   void rollback() noexcept {
+    created_.clear();
     try {
       if (conn_ && conn_->healthy()) conn_->exec_script("ROLLBACK");
     } catch (...) {
@@ -189,18 +235,23 @@ class Worker {
       conn_->exec_script("COMMIT");
       failpoint("reconciler.after_commit");
       add(t);
+      log_created(p);
       return claimed;
     } catch (const pg::Error& e) {
       rollback();
       if (e.connection_lost() || stop_.stop_requested()) throw;
-      if (e.retryable()) {  // deadlock, serialization: the whole batch again, nothing counted
+      if (batch_retry(e)) {
         log::info("reconciler.batch_retry", "entity={} error={}", p.entity->name,
                   log::q(primary_message(e.what())));
         return 1;
       }
+      if (!row_error(e)) throw;  // the entity pauses (one_turn)
       log::warn("reconciler.batch_failed", "entity={} error={} action=isolate", p.entity->name,
                 log::q(primary_message(e.what())));
       return isolate_batch(p);
+    } catch (...) {
+      rollback();
+      throw;
     }
   }
 
@@ -216,17 +267,22 @@ class Worker {
       if (!ids.empty()) isolate(p, ids, t);
       conn_->exec_script("COMMIT");
       add(t);
+      log_created(p);
       return static_cast<std::int64_t>(ids.size());
     } catch (const pg::Error& e) {
       rollback();
       if (e.connection_lost() || stop_.stop_requested()) throw;
-      if (e.retryable()) return 1;
+      if (batch_retry(e)) return 1;
+      throw;
+    } catch (...) {
+      rollback();
       throw;
     }
   }
 
   void isolate(const Plan& p, std::span<const std::int64_t> ids, Totals& t) {
     Totals part;
+    auto logged = created_.size();
     conn_->exec_script("SAVEPOINT ingestd_part");
     try {
       conn_->exec_script(p.clear_temp);
@@ -240,7 +296,8 @@ class Worker {
     } catch (const pg::Error& e) {
       if (e.connection_lost()) throw;
       conn_->exec_script("ROLLBACK TO SAVEPOINT ingestd_part; RELEASE SAVEPOINT ingestd_part");
-      if (e.retryable() || stop_.stop_requested()) throw;
+      created_.resize(logged);
+      if (stop_.stop_requested() || !row_error(e)) throw;
       if (ids.size() == 1) {
         settle_failed_row(p, ids.front(), e, t);
         return;
@@ -252,8 +309,8 @@ class Worker {
   }
 
   // A row that fails alone. A bad value (SQLSTATE class 22) will fail every time: skipped,
-  // naming the column. Anything else (a constraint, a trigger, a lock) may pass later: retried
-  // with backoff, dead after reconciler.max_attempts.
+  // naming the column. A constraint or a trigger (class 23, P0001) may pass after a fix:
+  // retried with backoff, dead after reconciler.max_attempts.
   void settle_failed_row(const Plan& p, std::int64_t id, const pg::Error& e, Totals& t) {
     std::string message = primary_message(e.what());
     if (e.data_error()) {
@@ -306,20 +363,25 @@ class Worker {
   void run_steps(const Plan& p, Totals& t) {
     for (const auto& step : p.steps) {
       std::vector<pg::Param> params(step.params.begin(), step.params.end());
-      auto r = conn_->exec(step.sql, params);
+      std::optional<pg::Result> result;
+      try {
+        result.emplace(conn_->exec(step.sql, params));
+      } catch (const pg::Error& e) {
+        if (e.connection_lost() || batch_retry(e) || stop_.stop_requested()) throw;
+        throw StepError(fmt::format("{} for table {}: {}",
+                                    step.fuzzy ? "fuzzy links" : "placeholders", step.target,
+                                    primary_message(e.what())));
+      }
+      auto& r = *result;
       if (r.rows() == 0) continue;
       std::string sample;
       for (int i = 0; i < std::min(r.rows(), 3); ++i)
         sample += (i ? "," : "") + std::string(r.get(i, 0));
-      if (step.fuzzy) {
+      if (step.fuzzy)
         t.fuzzy_links += r.rows();
-        log::info("reconciler.fuzzy_linked", "entity={} table={} links={} sample={}",
-                  p.entity->name, step.target, r.rows(), log::q(sample));
-      } else {
+      else
         t.placeholders += r.rows();
-        log::info("reconciler.placeholders_created", "entity={} table={} created={} sample={}",
-                  p.entity->name, step.target, r.rows(), log::q(sample));
-      }
+      created_.push_back({step.fuzzy, step.target, r.rows(), sample});
     }
   }
 
@@ -362,6 +424,7 @@ class Worker {
   std::vector<EntityState> entities_;
   std::optional<pg::Connection> conn_;
   std::set<const Plan*> analyzed_;  // batch tables with statistics in this session
+  std::vector<Created> created_;    // this transaction's placeholders and links, for the log
   Totals totals_;
 
  public:

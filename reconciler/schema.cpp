@@ -126,11 +126,29 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
       for (const auto& f : kFixed) check(f.name, f.type, f.name == "id" ? "text" : f.definition);
       for (const auto& c : t.columns) check(c.name, catalog_type(c.type), sql_type(c.type));
 
+      // A placeholder value that does not fit its column would fail every batch that needs
+      // a placeholder here.
+      for (const auto& [column, value] : t.placeholder) {
+        const auto* c = t.find_column(column);
+        if (c->type == "text") continue;
+        conn.exec_script("SAVEPOINT ingestd_value");
+        try {
+          conn.query(fmt::format("SELECT $1::{}", sql_type(c->type)), value);
+          conn.exec_script("RELEASE SAVEPOINT ingestd_value");
+        } catch (const pg::Error& err) {
+          if (err.connection_lost()) throw;
+          conn.exec_script("ROLLBACK TO SAVEPOINT ingestd_value");
+          report.problems.push_back(
+              fmt::format("table {}: placeholder value '{}' for column {} is not a {} ({})", t.name,
+                          value, column, c->type, err.what()));
+        }
+      }
+
       if (columns.count("id")) {
         auto pk = conn.query(
             "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND "
-            "a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass($1) AND i.indisunique "
-            "AND i.indnkeyatts = 1 AND a.attname = 'id'",
+            "a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND i.indisunique AND "
+            "i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 1 AND a.attname = 'id'",
             table.quoted());
         if (pk.rows() == 0)
           report.problems.push_back(fmt::format(
@@ -154,12 +172,31 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
                           t.name, c.name, target->table.name, c.references));
           continue;
         }
-        // Validated now: every existing value must already be an id of the parent.
+        // Our own constraint pointing elsewhere: the configuration changed the reference.
+        std::string constraint = pg::Identifier(fk_name(c)).quoted();
+        conn.exec_script(
+            fmt::format("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", table.quoted(), constraint));
+        // NOT VALID first: enforced for every new row at once; the existing rows are checked
+        // next, and rows pointing nowhere are reported instead of failing the whole migrate.
         conn.exec_script(fmt::format(
-            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} (id)", table.quoted(),
-            pg::Identifier(fk_name(c)).quoted(), pg::Identifier(c.name).quoted(),
+            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} (id) NOT VALID",
+            table.quoted(), constraint, pg::Identifier(c.name).quoted(),
             pg::Identifier(target->table.name).quoted()));
         report.added.push_back(fmt::format("{}.{}", t.name, fk_name(c)));
+        conn.exec_script("SAVEPOINT ingestd_fk");
+        try {
+          conn.exec_script(
+              fmt::format("ALTER TABLE {} VALIDATE CONSTRAINT {}", table.quoted(), constraint));
+          conn.exec_script("RELEASE SAVEPOINT ingestd_fk");
+        } catch (const pg::Error& err) {
+          if (err.connection_lost()) throw;
+          conn.exec_script("ROLLBACK TO SAVEPOINT ingestd_fk");
+          report.problems.push_back(fmt::format(
+              "table {}: existing rows have {} values that are not ids of {} ({}); the foreign "
+              "key holds for new rows (NOT VALID); fix the rows, then ALTER TABLE {} VALIDATE "
+              "CONSTRAINT {}",
+              t.name, c.name, target->table.name, err.what(), t.name, fk_name(c)));
+        }
       }
     }
     conn.exec_script("COMMIT");

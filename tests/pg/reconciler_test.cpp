@@ -300,6 +300,15 @@ TEST_CASE("a complete full run soft-deletes exactly the rows it did not see") {
   CHECK(t.deletions_refused == 1);
   CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 0);
   CHECK(f.get("SELECT deletion FROM ingestd_fetch_runs WHERE run_id = 'full4'") == "refused");
+
+  // The run_end of an older full run staged after a newer one was settled: it knows less,
+  // so it is superseded and deletes nothing.
+  test::spool_run_end(f.spool, "clients", "full0", "full", 1, 1);
+  f.stage("clients", {});
+  t = f.reconcile();
+  CHECK(t.deleted == 0);
+  CHECK(f.count("SELECT count(*) FROM clients WHERE deleted_at IS NOT NULL") == 0);
+  CHECK(f.get("SELECT deletion FROM ingestd_fetch_runs WHERE run_id = 'full0'") == "superseded");
 }
 
 TEST_CASE("a fuzzy reference links to a close natural key and records the link for review") {
@@ -326,6 +335,22 @@ TEST_CASE("a fuzzy reference links to a close natural key and records the link f
   CHECK(f.get("SELECT unknown_id || '>' || matched_id || ':' || distance FROM "
               "ingestd_fuzzy_links WHERE record_id = 'tme_1'") == "cln_old1>cln_1:1");
   CHECK(f.get("SELECT is_placeholder FROM clients WHERE id = 'cln_old2'") == "t");
+
+  // Two records naming one unknown id with different keys: each is judged on its own value.
+  // A key longer than levenshtein's 255 characters never matches and never fails the row.
+  f.stage(
+      "timeline_entries",
+      {R"({"id":"tme_3","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_x","email":"c1@exmple.com"}})",
+       R"({"id":"tme_4","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_x","email":"nobody@elsewhere.org"}})",
+       R"({"id":"tme_5","occurredAt":"2026-01-01T10:00:00Z","client":{"id":"cln_y","email":")" +
+           std::string(300, 'a') + R"("}})"});
+  t = f.reconcile();
+  CHECK(t.applied == 3);
+  CHECK(t.skipped == 0);
+  CHECK(f.get("SELECT client_id FROM timeline_entries WHERE id = 'tme_3'") == "cln_1");
+  CHECK(f.get("SELECT client_id FROM timeline_entries WHERE id = 'tme_4'") == "cln_x");
+  CHECK(f.get("SELECT client_id FROM timeline_entries WHERE id = 'tme_5'") == "cln_y");
+  CHECK(f.count("SELECT count(*) FROM ingestd_fuzzy_links WHERE record_id = 'tme_4'") == 0);
 }
 
 TEST_CASE("one entity failing does not stop the others") {
@@ -342,13 +367,36 @@ TEST_CASE("one entity failing does not stop the others") {
   CHECK(f.count("SELECT count(*) FROM timeline_entries") == 1);
 }
 
+TEST_CASE("a missing production table pauses its entity without marking a single row") {
+  Fixture f;
+  f.stage("users", {R"({"id":"usr_1","name":"Tech"})"});
+  f.stage("timeline_entries", {entry(1, "pno_1"), entry(2, "pno_1")});
+  {
+    auto conn = f.db.connect();
+    conn.exec_script("ALTER TABLE timeline_entries RENAME TO timeline_entries_away");
+  }
+  reconciler::Totals t;
+  CHECK(reconciler::run(f.cfg, f.stop, {reconciler::RunMode::until_empty, ""}, &t) == 1);
+  CHECK(t.applied == 1);  // the user
+  CHECK(t.dead == 0);
+  CHECK(t.retried == 0);
+  CHECK(f.count("SELECT count(*) FROM stg_timeline_entries WHERE processed OR "
+                "processing_attempts > 0") == 0);
+  {
+    auto conn = f.db.connect();
+    conn.exec_script("ALTER TABLE timeline_entries_away RENAME TO timeline_entries");
+  }
+  CHECK(f.reconcile().applied == 2);
+}
+
 TEST_CASE("migrate adds configured columns and checks a user-owned table column by column") {
   Fixture f;
   auto tables = kTables;
   tables["users"] = R"y(table:
   columns:
     name:  {path: name, type: text}
-    level: {path: level, type: integer})y";
+    level: {path: level, type: integer}
+  placeholder: {level: "n/a"})y";
   tables["clients"] += "\n  user_owned: true";
   {
     auto conn = f.db.connect();
@@ -365,12 +413,14 @@ TEST_CASE("migrate adds configured columns and checks a user-owned table column 
   CHECK(std::find(report.added.begin(), report.added.end(), "users.level") != report.added.end());
   CHECK(f.get("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
               "'users'::regclass AND attname = 'level'") == "integer");
-  REQUIRE(report.problems.size() == 2);
+  REQUIRE(report.problems.size() == 3);
   CHECK(report.problems[0] ==
         "table clients: column last_name is integer, the configuration says "
         "text (migrate never changes a column's type: alter it yourself or "
         "rename the column in the configuration)");
   CHECK(report.problems[1] == "table clients: column email is missing (want text)");
+  CHECK(report.problems[2].starts_with(
+      "table users: placeholder value 'n/a' for column level is not a integer"));
   // Additive only: running it again changes nothing.
   auto again = reconciler::ensure_tables(conn, cfg);
   CHECK(again.added.empty());
