@@ -9,12 +9,14 @@
 #include <boost/program_options.hpp>
 
 #include "core/config.hpp"
+#include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/migrations.hpp"
 #include "core/pg.hpp"
 #include "core/stop.hpp"
 #include "core/time.hpp"
 #include "fetcher/fetcher.hpp"
+#include "reconciler/placeholders.hpp"
 #include "reconciler/reconciler.hpp"
 #include "reconciler/schema.hpp"
 #include "staging/stager.hpp"
@@ -325,6 +327,72 @@ int requeue(const Args& args) {
     return 0;
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "ingestd requeue: %s\n", log::redact(ex.what()).c_str());
+    return 1;
+  }
+}
+
+int placeholders(const Args& args) {
+  int code = 0;
+  po::options_description extra;
+  extra.add_options()("entity", po::value<std::string>(), "only this entity's table")(
+      "limit", po::value<std::int64_t>()->default_value(100), "rows per entity, oldest first")(
+      "json", "one JSON document instead of the table");
+  auto vm = parse(args, "placeholders", extra, &code);
+  if (!vm) return code;
+  auto cfg = load_config(*vm);
+  if (!cfg) return 2;
+  std::string only = vm->count("entity") ? (*vm)["entity"].as<std::string>() : "";
+  if (!only.empty()) {
+    const auto* e = cfg->find_entity(only);
+    if (!e || e->table.name.empty()) {
+      std::fprintf(stderr, "ingestd placeholders: no entity '%s' with a table\n", only.c_str());
+      return 2;
+    }
+  }
+  StopToken stop;
+  stop_on_signals(stop);
+  try {
+    auto conn = pg::Connection::open(
+        {cfg->database_url, "ingestd-placeholders", cfg->database_connect_timeout}, stop);
+    auto report =
+        reconciler::open_placeholders(conn, *cfg, only, (*vm)["limit"].as<std::int64_t>());
+    if (vm->count("json")) {
+      std::string out = "{\"open\":{";
+      for (std::size_t i = 0; i < report.open_per_entity.size(); ++i)
+        out += fmt::format("{}{}:{}", i ? "," : "", json_quote(report.open_per_entity[i].first),
+                           report.open_per_entity[i].second);
+      out += "},\"placeholders\":[";
+      for (std::size_t i = 0; i < report.rows.size(); ++i) {
+        const auto& p = report.rows[i];
+        out += fmt::format("{}{{\"entity\":{},\"id\":{},\"since\":{},\"referenced_by\":[",
+                           i ? "," : "", json_quote(p.entity), json_quote(p.id),
+                           json_quote(p.created_at));
+        for (std::size_t j = 0; j < p.referenced_by.size(); ++j) {
+          const auto& r = p.referenced_by[j];
+          out += fmt::format("{}{{\"from\":{},\"rows\":{},\"example\":{}}}", j ? "," : "",
+                             json_quote(r.from), r.rows, json_quote(r.example));
+        }
+        out += "]}";
+      }
+      std::printf("%s]}\n", out.c_str());
+      return 0;
+    }
+    std::printf("%-20s %-24s %-24s %s\n", "entity", "id", "since", "referenced by");
+    for (const auto& p : report.rows) {
+      std::string refs;
+      for (const auto& r : p.referenced_by)
+        refs +=
+            fmt::format("{}{} x{} (e.g. {})", refs.empty() ? "" : ", ", r.from, r.rows, r.example);
+      std::printf("%-20s %-24s %-24s %s\n", p.entity.c_str(), p.id.c_str(),
+                  p.created_at.substr(0, 19).c_str(), refs.empty() ? "-" : refs.c_str());
+    }
+    std::string totals;
+    for (const auto& [entity, n] : report.open_per_entity)
+      totals += fmt::format("{}{} {}", totals.empty() ? "" : ", ", entity, n);
+    std::printf("open placeholders: %s\n", totals.c_str());
+    return 0;
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "ingestd placeholders: %s\n", log::redact(ex.what()).c_str());
     return 1;
   }
 }

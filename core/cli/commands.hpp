@@ -18,5 +18,6 @@ int fetch(const Args& args);    // fetch --once
 int reconciler(const Args& args);  // long-lived
 int reconcile(const Args& args);   // reconcile --once
 int requeue(const Args& args);
+int placeholders(const Args& args);
 
 }  // namespace ingestd::cli

@@ -27,6 +27,8 @@ constexpr Command kCommands[] = {
      "reconcile what is due (--once [--entity E]), then exit"},
     {"requeue", ingestd::cli::requeue,
      "put dead (or skipped) staging rows back in line (--entity E [--dead|--skipped])"},
+    {"placeholders", ingestd::cli::placeholders,
+     "list placeholder rows still waiting for their record, with who references them"},
     {"migrate", ingestd::cli::migrate,
      "apply sql/ migrations, create the stg_* tables and the production tables"},
     {"check-config", ingestd::cli::check_config,

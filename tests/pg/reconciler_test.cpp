@@ -426,3 +426,32 @@ TEST_CASE("migrate adds configured columns and checks a user-owned table column 
   CHECK(again.added.empty());
   CHECK(again.created.empty());
 }
+
+TEST_CASE("ingestd placeholders lists open placeholders with the rows that reference them") {
+  Fixture f;
+  f.stage("timeline_entries", {entry(1, "pno_1"), entry(2, "pno_2"), entry(3, "pno_1")});
+  f.reconcile();
+  f.stage("pianos", {R"({"id":"pno_2","serialNumber":"S-2","client":{"id":"cln_1"}})"});
+  f.reconcile();
+  test::TempDir logs;
+  auto cfg = (f.dir.path() / "ingestd.yaml").string();
+  test::Child json({"placeholders", "-c", cfg, "--entity", "pianos", "--json"},
+                   logs.path() / "json.log");
+  REQUIRE(json.wait(std::chrono::seconds(20)) == 0);
+  auto out = json.log_text();
+  out = out.substr(out.find("{\"open\""));
+  CHECK(out.starts_with(
+      R"({"open":{"pianos":1},"placeholders":[{"entity":"pianos","id":"pno_1","since":")"));
+  CHECK(
+      out.find(
+          R"("referenced_by":[{"from":"timeline_entries.piano_id","rows":2,"example":"tme_1"}]}]})") !=
+      std::string::npos);
+
+  test::Child table({"placeholders", "-c", cfg}, logs.path() / "table.log");
+  REQUIRE(table.wait(std::chrono::seconds(20)) == 0);
+  auto text = table.log_text();
+  CHECK(text.find("open placeholders: clients 1, users 1, pianos 1, timeline_entries 0") !=
+        std::string::npos);
+  CHECK(text.find("pianos.client_id x1 (e.g. pno_2), timeline_entries.client_id x3 (e.g. tme_1)") !=
+        std::string::npos);
+}
