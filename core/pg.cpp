@@ -13,6 +13,23 @@
 
 namespace ingestd::pg {
 
+Transaction::Transaction(Connection& conn) : conn_(conn) {
+  conn_.exec_script("BEGIN");
+}
+
+Transaction::~Transaction() {
+  if (!open_ || !conn_.healthy()) return;
+  try {
+    conn_.exec_script("ROLLBACK");
+  } catch (...) {  // the connection is going away: the server rolls back
+  }
+}
+
+void Transaction::commit() {
+  conn_.exec_script("COMMIT");
+  open_ = false;
+}
+
 bool Error::retryable() const {
   if (connection_lost_) return true;
   static constexpr std::string_view transient[] = {

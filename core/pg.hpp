@@ -149,6 +149,20 @@ class Connection {
   std::optional<std::chrono::steady_clock::time_point> stop_seen_;
 };
 
+// BEGIN now; ROLLBACK when it goes out of scope without commit() (an exception on the way).
+class Transaction {
+ public:
+  explicit Transaction(Connection& conn);
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  void commit();
+
+ private:
+  Connection& conn_;
+  bool open_ = true;
+};
+
 // Builds a binary COPY stream (PGCOPY format): header, rows, trailer. Reused across rows to
 // avoid allocation; flush() hands out what is buffered so far.
 class BinaryCopyWriter {

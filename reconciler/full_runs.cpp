@@ -20,14 +20,11 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
 
   std::string staging = pg::Identifier("stg_" + e.name).quoted();
   std::string table = pg::Identifier(e.table.name).quoted();
-  conn.exec_script("BEGIN");
-  try {
+  pg::Transaction txn(conn);
+  {
     auto locked =
         conn.query("SELECT pg_try_advisory_xact_lock(hashtext('ingestd.full_run.' || $1))", e.name);
-    if (locked.get(0, 0) != "t") {  // another worker is at it
-      conn.exec_script("COMMIT");
-      return result;
-    }
+    if (locked.get(0, 0) != "t") return result;  // another worker is at it
     // A run_end staged late, after a full run that started later was applied: the late run
     // knows less than that one (and its id list may be gone). Settled without acting.
     auto late = conn.query(
@@ -132,14 +129,8 @@ FullRunResult finalize_full_runs(pg::Connection& conn, const config::Config& cfg
                 e.name, run_id, refused ? "refused" : "applied", deleted, undeleted, older.rows());
       break;  // the newest ready run settles the older ones
     }
-    conn.exec_script("COMMIT");
-  } catch (...) {
-    try {
-      conn.exec_script("ROLLBACK");
-    } catch (...) {
-    }
-    throw;
   }
+  txn.commit();
   return result;
 }
 

@@ -53,8 +53,8 @@ std::string_view sql_type(std::string_view type) {
 
 SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
   SchemaReport report;
-  conn.exec_script("BEGIN");
-  try {
+  pg::Transaction txn(conn);
+  {
     conn.query("SELECT pg_advisory_xact_lock($1)", migrations::kMigrationLock);
     bool fuzzy = false;
     for (const config::Entity* e : config.reconciled_in_order())
@@ -199,14 +199,8 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
         }
       }
     }
-    conn.exec_script("COMMIT");
-  } catch (...) {
-    try {
-      conn.exec_script("ROLLBACK");
-    } catch (...) {
-    }
-    throw;
   }
+  txn.commit();
   return report;
 }
 

@@ -11,10 +11,10 @@ using Args = std::vector<std::string>;
 
 int check_config(const Args& args);
 int migrate(const Args& args);
-int stager(const Args& args);   // long-lived
-int stage(const Args& args);    // stage --once
-int fetcher(const Args& args);  // long-lived
-int fetch(const Args& args);    // fetch --once
+int stager(const Args& args);      // long-lived
+int stage(const Args& args);       // stage --once
+int fetcher(const Args& args);     // long-lived
+int fetch(const Args& args);       // fetch --once
 int reconciler(const Args& args);  // long-lived
 int reconcile(const Args& args);   // reconcile --once
 int requeue(const Args& args);
