@@ -1,10 +1,13 @@
 #include "core/cli/commands.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include <boost/program_options.hpp>
 
@@ -395,6 +398,44 @@ int placeholders(const Args& args) {
     std::fprintf(stderr, "ingestd placeholders: %s\n", log::redact(ex.what()).c_str());
     return 1;
   }
+}
+
+// Fetcher, stager and reconciler in one process, each on its own thread(s), sharing one stop:
+// SIGTERM stops all three as the separate services stop; a stage that crashes stops the others
+// and the process exits 1, so systemd restarts the whole.
+int run(const Args& args) {
+  int code = 0;
+  auto vm = parse(args, "run", po::options_description{}, &code);
+  if (!vm) return code;
+  auto cfg = load_config(*vm);
+  if (!cfg) return 2;
+  StopToken stop;
+  stop_on_signals(stop);
+  std::array<int, 3> codes{};
+  auto guarded = [&](std::string_view stage, int& rc, const std::function<int()>& body) {
+    try {
+      rc = body();
+    } catch (const std::exception& e) {
+      log::error(fmt::format("{}.crashed", stage), "error={}", log::q(e.what()));
+      rc = 1;
+    }
+    if (rc != 0) stop.request_stop();
+  };
+  log::info("run.started", "stages={}", "fetcher,stager,reconciler");
+  {
+    std::jthread fetch([&] {
+      guarded("fetcher", codes[0], [&] { return fetcher::Fetcher(*cfg, stop).run_forever(); });
+    });
+    std::jthread stage([&] {
+      guarded("stager", codes[1],
+              [&] { return staging::run(*cfg, stop, staging::RunMode::forever); });
+    });
+    guarded("reconciler", codes[2], [&] {
+      return reconciler::run(*cfg, stop, {reconciler::RunMode::forever, ""});
+    });
+  }
+  log::info("run.stopped", "fetcher={} stager={} reconciler={}", codes[0], codes[1], codes[2]);
+  return *std::max_element(codes.begin(), codes.end());
 }
 
 int stager(const Args& args) {

@@ -19,5 +19,6 @@ int reconciler(const Args& args);  // long-lived
 int reconcile(const Args& args);   // reconcile --once
 int requeue(const Args& args);
 int placeholders(const Args& args);
+int run(const Args& args);  // fetcher + stager + reconciler in one process
 
 }  // namespace ingestd::cli

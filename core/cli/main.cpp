@@ -14,6 +14,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"run", ingestd::cli::run,
+     "long-lived: fetcher, stager and reconciler in one process (small installs, the demo)"},
     {"fetcher", ingestd::cli::fetcher,
      "long-lived: fetch each entity on its schedule into the spool (no database needed)"},
     {"fetch", ingestd::cli::fetch,
