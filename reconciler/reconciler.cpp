@@ -8,12 +8,12 @@
 #include <optional>
 #include <set>
 #include <span>
-#include <thread>
 
 #include "core/backoff.hpp"
 #include "core/config.hpp"
 #include "core/failpoint.hpp"
 #include "core/log.hpp"
+#include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/stop.hpp"
 #include "reconciler/full_runs.hpp"
@@ -50,6 +50,20 @@ bool batch_retry(const pg::Error& e) {
 struct StepError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+void add(Totals& into, const Totals& t) {
+  into.batches += t.batches;
+  into.applied += t.applied;
+  into.superseded += t.superseded;
+  into.skipped += t.skipped;
+  into.retried += t.retried;
+  into.dead += t.dead;
+  into.placeholders += t.placeholders;
+  into.fuzzy_links += t.fuzzy_links;
+  into.deleted += t.deleted;
+  into.undeleted += t.undeleted;
+  into.deletions_refused += t.deletions_refused;
+}
 
 std::string seconds(std::chrono::milliseconds d) {
   return fmt::format("{}", static_cast<double>(d.count()) / 1000.0);
@@ -234,7 +248,7 @@ class Worker {
       failpoint("reconciler.before_commit");
       conn_->exec_script("COMMIT");
       failpoint("reconciler.after_commit");
-      add(t);
+      add(totals_, t);
       log_created(p);
       return claimed;
     } catch (const pg::Error& e) {
@@ -266,7 +280,7 @@ class Worker {
       Totals t;
       if (!ids.empty()) isolate(p, ids, t);
       conn_->exec_script("COMMIT");
-      add(t);
+      add(totals_, t);
       log_created(p);
       return static_cast<std::int64_t>(ids.size());
     } catch (const pg::Error& e) {
@@ -292,7 +306,7 @@ class Worker {
       run_steps(p, part);
       apply(p, part);
       conn_->exec_script("RELEASE SAVEPOINT ingestd_part");
-      merge(t, part);
+      add(t, part);
     } catch (const pg::Error& e) {
       if (e.connection_lost()) throw;
       conn_->exec_script("ROLLBACK TO SAVEPOINT ingestd_part; RELEASE SAVEPOINT ingestd_part");
@@ -401,21 +415,6 @@ class Worker {
     }
   }
 
-  static void merge(Totals& into, const Totals& t) {
-    into.batches += t.batches;
-    into.applied += t.applied;
-    into.superseded += t.superseded;
-    into.skipped += t.skipped;
-    into.retried += t.retried;
-    into.dead += t.dead;
-    into.placeholders += t.placeholders;
-    into.fuzzy_links += t.fuzzy_links;
-    into.deleted += t.deleted;
-    into.undeleted += t.undeleted;
-    into.deletions_refused += t.deletions_refused;
-  }
-  void add(const Totals& t) { merge(totals_, t); }
-
   const config::Config& cfg_;
   const StopToken& stop_;
   const Options& opts_;
@@ -426,9 +425,6 @@ class Worker {
   std::set<const Plan*> analyzed_;  // batch tables with statistics in this session
   std::vector<Created> created_;    // this transaction's placeholders and links, for the log
   Totals totals_;
-
- public:
-  static void sum(Totals& into, const Totals& t) { merge(into, t); }
 };
 
 }  // namespace
@@ -450,15 +446,10 @@ int run(const config::Config& cfg, const StopToken& stop, const Options& opts, T
   log::info("reconciler.started", "entities={} workers={} batch_size={} mode={}", plans.size(),
             count, cfg.reconciler_batch_size,
             opts.mode == RunMode::forever ? "forever" : "until_empty");
-  std::vector<int> codes(workers.size(), 0);
-  {
-    std::vector<std::jthread> threads;
-    for (std::size_t i = 1; i < workers.size(); ++i)
-      threads.emplace_back([&, i] { codes[i] = workers[i]->run(); });
-    codes[0] = workers[0]->run();
-  }
+  int code =
+      run_parallel(count, [&](int i) { return workers[static_cast<std::size_t>(i)]->run(); });
   Totals totals;
-  for (const auto& w : workers) Worker::sum(totals, w->totals());
+  for (const auto& w : workers) add(totals, w->totals());
   sd_notify(0, "STOPPING=1");
   log::info("reconciler.stopped",
             "batches={} applied={} superseded={} skipped={} retried={} dead={} placeholders={} "
@@ -467,7 +458,7 @@ int run(const config::Config& cfg, const StopToken& stop, const Options& opts, T
             totals.dead, totals.placeholders, totals.fuzzy_links, totals.deleted, totals.undeleted,
             totals.deletions_refused);
   if (totals_out) *totals_out = totals;
-  return *std::max_element(codes.begin(), codes.end());
+  return code;
 }
 
 std::int64_t requeue(pg::Connection& conn, const config::Entity& entity, Requeue which) {

@@ -5,14 +5,15 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <optional>
-#include <thread>
 
 #include "core/backoff.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/spool.hpp"
 #include "core/stop.hpp"
@@ -295,13 +296,8 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
   log::info("stager.started", "entities={} workers={} spool={} mode={}", cfg.entities.size(), count,
             log::q(cfg.spool_dir.string()), mode == RunMode::forever ? "forever" : "until_empty");
 
-  std::vector<int> codes(workers.size(), 0);
-  {
-    std::vector<std::jthread> threads;
-    for (std::size_t i = 1; i < workers.size(); ++i)
-      threads.emplace_back([&, i] { codes[i] = workers[i]->run(); });
-    codes[0] = workers[0]->run();
-  }
+  int code =
+      run_parallel(count, [&](int i) { return workers[static_cast<std::size_t>(i)]->run(); });
 
   Totals totals;
   for (const auto& w : workers) add(totals, w->totals());
@@ -312,7 +308,7 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
             totals.files_loaded, totals.files_replayed, totals.files_quarantined, totals.run_ends,
             totals.records, totals.staged, totals.duplicates, totals.flagged, totals.purged);
   if (totals_out) *totals_out = totals;
-  return *std::max_element(codes.begin(), codes.end());
+  return code;
 }
 
 }  // namespace ingestd::staging
