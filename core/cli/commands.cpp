@@ -1,13 +1,11 @@
 #include "core/cli/commands.hpp"
 
-#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <optional>
-#include <thread>
 
 #include <boost/program_options.hpp>
 
@@ -15,6 +13,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/migrations.hpp"
+#include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/stop.hpp"
 #include "core/time.hpp"
@@ -74,17 +73,32 @@ std::optional<config::Config> load_config(const po::variables_map& vm) {
   return result.config;
 }
 
-// Runs a stage with SIGTERM/SIGINT wired to its stop token; an escaping exception (a startup
-// failure such as an unwritable spool) is logged as <stage>.crashed and exits 1.
-int until_stopped(std::string_view stage, const std::function<int(const StopToken&)>& body) {
-  StopToken stop;
-  stop_on_signals(stop);
+// An exception escaping a stage (a startup failure such as an unwritable spool) is logged as
+// <stage>.crashed and becomes exit code 1.
+int crash_guarded(std::string_view stage, const std::function<int()>& body) {
   try {
-    return body(stop);
+    return body();
   } catch (const std::exception& e) {
     log::error(fmt::format("{}.crashed", stage), "error={}", log::q(e.what()));
     return 1;
   }
+}
+
+// Runs a stage with SIGTERM/SIGINT wired to its stop token.
+int until_stopped(std::string_view stage, const std::function<int(const StopToken&)>& body) {
+  StopToken stop;
+  stop_on_signals(stop);
+  return crash_guarded(stage, [&] { return body(stop); });
+}
+
+// The configured entity `name` if it has a table; otherwise says so and returns nullptr.
+const config::Entity* reconciled_entity(const config::Config& cfg, const std::string& name,
+                                        std::string_view command) {
+  const auto* e = cfg.find_entity(name);
+  if (e && !e->table.name.empty()) return e;
+  std::fprintf(stderr, "ingestd %.*s: no entity '%s' with a table in the configuration\n",
+               static_cast<int>(command.size()), command.data(), name.c_str());
+  return nullptr;
 }
 
 }  // namespace
@@ -268,12 +282,7 @@ int run_reconciler(const Args& args, std::string_view command, reconciler::RunMo
   reconciler::Options opts{mode, {}};
   if (vm->count("entity")) {
     opts.only_entity = (*vm)["entity"].as<std::string>();
-    const auto* e = cfg->find_entity(opts.only_entity);
-    if (!e || e->table.name.empty()) {
-      std::fprintf(stderr, "ingestd reconcile: no entity '%s' with a table in the configuration\n",
-                   opts.only_entity.c_str());
-      return 2;
-    }
+    if (!reconciled_entity(*cfg, opts.only_entity, command)) return 2;
   }
   return until_stopped("reconciler", [&](const StopToken& stop) {
     reconciler::Totals t;
@@ -312,12 +321,8 @@ int requeue(const Args& args) {
   }
   auto cfg = load_config(*vm);
   if (!cfg) return 2;
-  const auto* e = cfg->find_entity((*vm)["entity"].as<std::string>());
-  if (!e || e->table.name.empty()) {
-    std::fprintf(stderr, "ingestd requeue: no entity '%s' with a table in the configuration\n",
-                 (*vm)["entity"].as<std::string>().c_str());
-    return 2;
-  }
+  const auto* e = reconciled_entity(*cfg, (*vm)["entity"].as<std::string>(), "requeue");
+  if (!e) return 2;
   StopToken stop;
   stop_on_signals(stop);
   try {
@@ -345,13 +350,7 @@ int placeholders(const Args& args) {
   auto cfg = load_config(*vm);
   if (!cfg) return 2;
   std::string only = vm->count("entity") ? (*vm)["entity"].as<std::string>() : "";
-  if (!only.empty()) {
-    const auto* e = cfg->find_entity(only);
-    if (!e || e->table.name.empty()) {
-      std::fprintf(stderr, "ingestd placeholders: no entity '%s' with a table\n", only.c_str());
-      return 2;
-    }
-  }
+  if (!only.empty() && !reconciled_entity(*cfg, only, "placeholders")) return 2;
   StopToken stop;
   stop_on_signals(stop);
   try {
@@ -411,31 +410,24 @@ int run(const Args& args) {
   if (!cfg) return 2;
   StopToken stop;
   stop_on_signals(stop);
+  const std::array<std::pair<std::string_view, std::function<int()>>, 3> stages = {{
+      {"fetcher", [&] { return fetcher::Fetcher(*cfg, stop).run_forever(); }},
+      {"stager", [&] { return staging::run(*cfg, stop, staging::RunMode::forever); }},
+      {"reconciler",
+       [&] {
+         return reconciler::run(*cfg, stop, {reconciler::RunMode::forever, ""});
+       }},
+  }};
   std::array<int, 3> codes{};
-  auto guarded = [&](std::string_view stage, int& rc, const std::function<int()>& body) {
-    try {
-      rc = body();
-    } catch (const std::exception& e) {
-      log::error(fmt::format("{}.crashed", stage), "error={}", log::q(e.what()));
-      rc = 1;
-    }
-    if (rc != 0) stop.request_stop();
-  };
   log::info("run.started", "stages={}", "fetcher,stager,reconciler");
-  {
-    std::jthread fetch([&] {
-      guarded("fetcher", codes[0], [&] { return fetcher::Fetcher(*cfg, stop).run_forever(); });
-    });
-    std::jthread stage([&] {
-      guarded("stager", codes[1],
-              [&] { return staging::run(*cfg, stop, staging::RunMode::forever); });
-    });
-    guarded("reconciler", codes[2], [&] {
-      return reconciler::run(*cfg, stop, {reconciler::RunMode::forever, ""});
-    });
-  }
+  int code_max = run_parallel(3, [&](int i) {
+    auto& [name, body] = stages[static_cast<std::size_t>(i)];
+    int rc = crash_guarded(name, body);
+    if (rc != 0) stop.request_stop();  // one stage down: the process exits, systemd restarts it
+    return codes[static_cast<std::size_t>(i)] = rc;
+  });
   log::info("run.stopped", "fetcher={} stager={} reconciler={}", codes[0], codes[1], codes[2]);
-  return *std::max_element(codes.begin(), codes.end());
+  return code_max;
 }
 
 int stager(const Args& args) {
