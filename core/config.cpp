@@ -1,5 +1,7 @@
 #include "core/config.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
@@ -611,6 +613,26 @@ class Loader {
     c.reconciler_poll_interval = dur("reconciler.poll_interval");
     c.reconciler_max_delete_fraction =
         std::strtod(text("reconciler.max_delete_fraction").c_str(), nullptr);
+    c.monitor_listen = opt("monitor.listen");
+    c.fetcher_metrics_listen = opt("fetcher.metrics_listen");
+    c.staging_metrics_listen = opt("staging.metrics_listen");
+    c.reconciler_metrics_listen = opt("reconciler.metrics_listen");
+    for (const char* key : {"monitor.listen", "fetcher.metrics_listen", "staging.metrics_listen",
+                            "reconciler.metrics_listen"})
+      if (!opt(key).empty() && !parse_listen(opt(key)))
+        error(line_of(key, 1), key,
+              fmt::format("'{}' is not host:port (an IP address or localhost, and a port "
+                          "0-65535)",
+                          opt(key)));
+    c.monitor_poll_interval = dur("monitor.poll_interval");
+    c.monitor_degraded_below = std::strtod(text("monitor.degraded_below").c_str(), nullptr);
+    c.monitor_failing_below = std::strtod(text("monitor.failing_below").c_str(), nullptr);
+    if (c.monitor_failing_below > c.monitor_degraded_below)
+      error(line_of("monitor.failing_below", 1), "monitor.failing_below",
+            "must not be above monitor.degraded_below");
+    c.alerts_webhook_url = opt("monitor.alerts.webhook_url");
+    c.alerts_min_interval = dur("monitor.alerts.min_interval");
+    c.alerts_timeout = dur("monitor.alerts.timeout");
     check_references(c);
     c.fetcher_state_dir = opt("fetcher.state_dir").empty()
                               ? c.spool_dir / "state"
@@ -675,6 +697,26 @@ const Entity* Config::find_entity(std::string_view name) const {
   for (const auto& e : entities)
     if (e.name == name) return &e;
   return nullptr;
+}
+
+std::optional<Listen> parse_listen(std::string_view text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  std::string host(text.substr(0, colon));
+  std::string_view port = text.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return std::nullopt;
+  long number = std::strtol(std::string(port).c_str(), nullptr, 10);
+  if (number > 65535) return std::nullopt;
+  in6_addr buf{};
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+    if (inet_pton(AF_INET6, host.c_str(), &buf) != 1) return std::nullopt;
+  } else if (host != "localhost" && inet_pton(AF_INET, host.c_str(), &buf) != 1) {
+    return std::nullopt;
+  }
+  return Listen{host == "localhost" ? "127.0.0.1" : host, static_cast<std::uint16_t>(number)};
 }
 
 std::optional<Duration> parse_duration(std::string_view text) {

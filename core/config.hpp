@@ -138,6 +138,15 @@ struct Config {
   Duration reconciler_poll_interval{};
   double reconciler_max_delete_fraction = 0;
 
+  // host:port, or empty when the process serves no metrics (see parse_listen)
+  std::string monitor_listen, fetcher_metrics_listen, staging_metrics_listen,
+      reconciler_metrics_listen;
+  Duration monitor_poll_interval{};
+  double monitor_degraded_below = 50, monitor_failing_below = 20;
+  std::string alerts_webhook_url;  // empty: no alerts
+  Duration alerts_min_interval{};
+  Duration alerts_timeout{};
+
   std::vector<Source> sources;
   std::vector<Entity> entities;
 
@@ -165,5 +174,12 @@ struct LoadResult {
 [[nodiscard]] std::string render_reference();
 
 [[nodiscard]] std::optional<Duration> parse_duration(std::string_view text);
+
+// "127.0.0.1:9464", "[::1]:9464", "localhost:0": an IP literal (or localhost) and a port.
+struct Listen {
+  std::string host;
+  std::uint16_t port = 0;
+};
+[[nodiscard]] std::optional<Listen> parse_listen(std::string_view text);
 
 }  // namespace ingestd::config

@@ -69,6 +69,30 @@ const std::vector<Key>& keys() {
        "deletes nothing and is reported instead (an upstream answering with an empty list "
        "must not empty the table). 1 turns the guard off."},
 
+      {"monitor.listen", Type::string, "127.0.0.1:9464", false, false, 0, 0, "",
+       "host:port where `ingestd monitor` (and `ingestd run`) serve /metrics, /health and "
+       "/ready. Port 0 picks a free port (logged)."},
+      {"monitor.poll_interval", Type::duration, "15s", false, false, 100 * ms, 1 * hour, "",
+       "How often the monitor reads the database for its metrics, /health and alerts."},
+      {"monitor.degraded_below", Type::number, "50", false, false, 0, 100, "",
+       "An entity whose data freshness score (0-100) is below this is degraded."},
+      {"monitor.failing_below", Type::number, "20", false, false, 0, 100, "",
+       "An entity whose data freshness score is below this is failing (and alerted as stale)."},
+      {"monitor.alerts.webhook_url", Type::string, "", false, true, 0, 0, "",
+       "Slack-compatible incoming webhook that receives alerts; empty sends none."},
+      {"monitor.alerts.min_interval", Type::duration, "10m", false, false, 1 * sec, 7 * day, "",
+       "The same condition alerts at most once per interval; its recovery is sent once."},
+      {"monitor.alerts.timeout", Type::duration, "5s", false, false, 100 * ms, 1 * minute, "",
+       "Give up one webhook POST after this long (the monitor never waits on a dead webhook "
+       "longer)."},
+      {"fetcher.metrics_listen", Type::string, "", false, false, 0, 0, "",
+       "host:port where `ingestd fetcher` serves its process metrics (/metrics); empty: none."},
+      {"staging.metrics_listen", Type::string, "", false, false, 0, 0, "",
+       "host:port where `ingestd stager` serves its process metrics (/metrics); empty: none."},
+      {"reconciler.metrics_listen", Type::string, "", false, false, 0, 0, "",
+       "host:port where `ingestd reconciler` serves its process metrics (/metrics); empty: "
+       "none."},
+
       {"sources", Type::map, "", true, false, 0, 0, "", "Upstream APIs, by a name of your choice."},
       {"sources.*.base_url", Type::string, "", true, false, 0, 0, "",
        "Base URL: GraphQL requests are POSTed to it, REST paths are appended to it."},
