@@ -13,6 +13,8 @@ packages=(
   prometheus-cpp-dev libspdlog-dev libfmt-dev libsystemd-dev
   # tests
   doctest-dev postgresql-15 postgresql-client-15 procps
+  # a real Prometheus scrapes the monitor in tests (promtool checks metrics and rules)
+  prometheus
   # benchmarks: peak RSS via /usr/bin/time, statistics in python3
   time python3
 )
