@@ -1,5 +1,7 @@
 #include "core/cli/commands.hpp"
 
+#include "core/cli/common.hpp"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -24,84 +26,6 @@
 #include "staging/stager.hpp"
 
 namespace ingestd::cli {
-namespace po = boost::program_options;
-namespace {
-
-constexpr const char* kDefaultConfig = "/etc/ingestd/ingestd.yaml";
-
-std::string default_config_path() {
-  const char* env = std::getenv("INGESTD_CONFIG");
-  return env ? env : kDefaultConfig;
-}
-
-// Parses the options common to every command plus `extra`; nullopt means "exit with *code".
-std::optional<po::variables_map> parse(const Args& args, std::string_view command,
-                                       po::options_description extra, int* code) {
-  po::options_description opts(fmt::format("ingestd {} options", command));
-  opts.add_options()("help,h", "show this help")(
-      "config,c", po::value<std::string>()->default_value(default_config_path()),
-      "configuration file (default from $INGESTD_CONFIG)");
-  opts.add(extra);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(opts).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "ingestd %.*s: %s\n", static_cast<int>(command.size()), command.data(),
-                 e.what());
-    *code = 2;
-    return std::nullopt;
-  }
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    *code = 0;
-    return std::nullopt;
-  }
-  return vm;
-}
-
-// Loads the config or prints every error; configures logging from it.
-std::optional<config::Config> load_config(const po::variables_map& vm) {
-  auto path = vm["config"].as<std::string>();
-  auto result = config::load_file(path);
-  if (!result.config) {
-    for (const auto& e : result.errors) std::fprintf(stderr, "%s\n", log::redact(e).c_str());
-    std::fprintf(stderr, "%zu error(s) in %s\n", result.errors.size(), path.c_str());
-    return std::nullopt;
-  }
-  log::init(result.config->log_level);
-  return result.config;
-}
-
-// An exception escaping a stage (a startup failure such as an unwritable spool) is logged as
-// <stage>.crashed and becomes exit code 1.
-int crash_guarded(std::string_view stage, const std::function<int()>& body) {
-  try {
-    return body();
-  } catch (const std::exception& e) {
-    log::error(fmt::format("{}.crashed", stage), "error={}", log::q(e.what()));
-    return 1;
-  }
-}
-
-// Runs a stage with SIGTERM/SIGINT wired to its stop token.
-int until_stopped(std::string_view stage, const std::function<int(const StopToken&)>& body) {
-  StopToken stop;
-  stop_on_signals(stop);
-  return crash_guarded(stage, [&] { return body(stop); });
-}
-
-// The configured entity `name` if it has a table; otherwise says so and returns nullptr.
-const config::Entity* reconciled_entity(const config::Config& cfg, const std::string& name,
-                                        std::string_view command) {
-  const auto* e = cfg.find_entity(name);
-  if (e && !e->table.name.empty()) return e;
-  std::fprintf(stderr, "ingestd %.*s: no entity '%s' with a table in the configuration\n",
-               static_cast<int>(command.size()), command.data(), name.c_str());
-  return nullptr;
-}
-
-}  // namespace
 
 int check_config(const Args& args) {
   int code = 0;
