@@ -3,6 +3,7 @@
 // while the server is slow.
 #pragma once
 
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -70,6 +71,12 @@ using Param = std::optional<std::string>;
 }
 [[nodiscard]] inline Param param(int v) {
   return std::to_string(v);
+}
+// Shortest text that reads back as the same double (std::to_chars).
+[[nodiscard]] inline Param param(double v) {
+  char buf[32];
+  auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  return std::string(buf, end);
 }
 [[nodiscard]] inline Param param(std::nullopt_t) {
   return std::nullopt;

@@ -54,13 +54,24 @@ std::string file_name(const Meta& m, std::string_view what) {
                      static_cast<std::uint32_t>(rng()));
 }
 
+std::string_view kind_name(Kind k) {
+  switch (k) {
+    case Kind::page:
+      return "page";
+    case Kind::run_end:
+      return "run_end";
+    case Kind::run_summary:
+      return "run_summary";
+  }
+  return "page";
+}
+
 std::string envelope_head(const Meta& m) {
   std::string out = fmt::format(
       "{{\"ingestd_spool\":{},\"kind\":{},\"source\":{},\"entity\":{},\"run_id\":{},"
       "\"mode\":{},\"page\":{},\"fetched_at\":{},\"api_version\":{}",
-      kFormatVersion, json_quote(m.kind == Kind::page ? "page" : "run_end"), json_quote(m.source),
-      json_quote(m.entity), json_quote(m.run_id), json_quote(m.mode), m.page,
-      json_quote(format_rfc3339(m.fetched_at)),
+      kFormatVersion, json_quote(kind_name(m.kind)), json_quote(m.source), json_quote(m.entity),
+      json_quote(m.run_id), json_quote(m.mode), m.page, json_quote(format_rfc3339(m.fetched_at)),
       m.api_version ? json_quote(*m.api_version) : "null");
   return out;
 }
@@ -139,6 +150,27 @@ fs::path write_run_end(const fs::path& spool, const Meta& meta) {
   return path;
 }
 
+fs::path write_run_summary(const fs::path& spool, const Meta& meta) {
+  Meta m = meta;
+  m.kind = Kind::run_summary;
+  const RunSummary& r = m.summary;
+  std::string statuses;
+  for (const auto& [code, n] : r.statuses)
+    statuses += fmt::format("{}{}:{}", statuses.empty() ? "" : ",", json_quote(code), n);
+  std::string out = envelope_head(m);
+  out += fmt::format(
+      ",\"summary\":{{\"status\":{},\"started_at\":{},\"completed_at\":{},\"records\":{},"
+      "\"pages\":{},\"requests\":{},\"failed_requests\":{},\"retries\":{},"
+      "\"throttled_seconds\":{:.3f},\"statuses\":{{{}}},\"error\":{},\"host\":{},\"pid\":{}}}}}\n",
+      json_quote(r.status), json_quote(format_rfc3339(r.started_at)),
+      r.completed_at ? json_quote(format_rfc3339(*r.completed_at)) : "null", r.records, r.pages,
+      r.requests, r.failed_requests, r.retries, r.throttled_seconds, statuses, json_quote(r.error),
+      json_quote(r.host), r.pid);
+  fs::path path = incoming_dir(spool, m.entity) / file_name(m, "sum");
+  write_atomically(path, out);
+  return path;
+}
+
 std::vector<fs::path> pending(const fs::path& spool, std::string_view entity) {
   std::vector<fs::path> out;
   std::error_code ec;
@@ -207,13 +239,88 @@ void PageReader::rewind() {
   read_meta();
 }
 
+void PageReader::read_summary(simdjson::ondemand::value& value) {
+  using namespace simdjson;
+  RunSummary& r = meta_.summary;
+  ondemand::object obj;
+  if (auto e = value.get_object().get(obj)) fail("field 'summary' must be an object", e);
+  bool have_status = false, have_started = false;
+  for (auto field : obj) {
+    std::string_view key;
+    if (auto e = field.unescaped_key().get(key)) fail("not JSON", e);
+    ondemand::value v;
+    if (auto e = field.value().get(v)) fail("not JSON", e);
+    auto text = [&]() {
+      std::string_view s;
+      if (auto e = v.get_string().get(s))
+        fail(fmt::format("summary field '{}' must be a string", key), e);
+      return std::string(s);
+    };
+    auto time = [&]() {
+      std::string t = text();
+      auto parsed = parse_rfc3339(t);
+      if (!parsed) fail(fmt::format("summary field '{}': '{}' is not an RFC 3339 time", key, t));
+      return *parsed;
+    };
+    auto num = [&](std::int64_t& into) {
+      if (auto e = v.get_int64().get(into))
+        fail(fmt::format("summary field '{}' must be an integer", key), e);
+    };
+    if (key == "status") {
+      r.status = text();
+      if (r.status != "running" && r.status != "success" && r.status != "failed")
+        fail(fmt::format("summary status '{}' is not running, success or failed", r.status));
+      have_status = true;
+    } else if (key == "started_at") {
+      r.started_at = time();
+      have_started = true;
+    } else if (key == "completed_at") {
+      bool is_null = false;
+      if (auto e = v.is_null().get(is_null)) fail("not JSON", e);
+      if (!is_null) r.completed_at = time();
+    } else if (key == "records") {
+      num(r.records);
+    } else if (key == "pages") {
+      num(r.pages);
+    } else if (key == "requests") {
+      num(r.requests);
+    } else if (key == "failed_requests") {
+      num(r.failed_requests);
+    } else if (key == "retries") {
+      num(r.retries);
+    } else if (key == "pid") {
+      num(r.pid);
+    } else if (key == "throttled_seconds") {
+      if (auto e = v.get_double().get(r.throttled_seconds))
+        fail("summary field 'throttled_seconds' must be a number", e);
+    } else if (key == "error") {
+      r.error = text();
+    } else if (key == "host") {
+      r.host = text();
+    } else if (key == "statuses") {
+      ondemand::object codes;
+      if (auto e = v.get_object().get(codes)) fail("summary field 'statuses' must be an object", e);
+      for (auto code : codes) {
+        std::string_view name;
+        if (auto e = code.unescaped_key().get(name)) fail("not JSON", e);
+        std::int64_t n = 0;
+        if (auto e = code.value().get_int64().get(n)) fail("summary statuses must be integers", e);
+        r.statuses[std::string(name)] = n;
+      }
+    }
+  }
+  if (!have_status) fail("not a spool document: the summary has no status");
+  if (!have_started) fail("not a spool document: the summary has no started_at");
+}
+
 void PageReader::read_meta() {
   using namespace simdjson;
   padded_string_view view(minified_.data(), minified_size_, original_.size() + SIMDJSON_PADDING);
   if (auto e = parser_->iterate(view).get(doc_)) fail("not JSON", e);
   ondemand::object obj;
   if (auto e = doc_.get_object().get(obj)) fail("not a spool document (not a JSON object)", e);
-  bool have_version = false, have_records = false, have_fetched = false, have_entity = false;
+  bool have_version = false, have_records = false, have_fetched = false, have_entity = false,
+       have_summary = false;
   std::string kind = "page";
   for (auto field : obj) {
     std::string_view key;
@@ -265,6 +372,9 @@ void PageReader::read_meta() {
         str(a);
         meta_.api_version = a;
       }
+    } else if (key == "summary") {
+      have_summary = true;
+      read_summary(v);
     } else if (key == "records") {
       have_records = true;  // streamed by next(); a run_end gives the count here instead
       ondemand::json_type t;
@@ -289,6 +399,9 @@ void PageReader::read_meta() {
     if (auto e = records_.end().get(end_)) fail("not JSON", e);
   } else if (kind == "run_end") {
     meta_.kind = Kind::run_end;
+  } else if (kind == "run_summary") {
+    meta_.kind = Kind::run_summary;
+    if (!have_summary) fail("not a spool document: a run_summary has no summary object");
   } else {
     fail(fmt::format("not a spool document: unknown kind '{}'", kind));
   }

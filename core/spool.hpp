@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -23,7 +24,22 @@ namespace ingestd::spool {
 
 inline constexpr int kFormatVersion = 1;
 
-enum class Kind { page, run_end };
+enum class Kind { page, run_end, run_summary };
+
+// A fetch run's summary (kind run_summary): written when the run starts or resumes, every
+// minute while it runs, and when it ends. The stager turns it into the fetcher's sync_status
+// row (the fetcher has no database); the newest summary of a run wins.
+struct RunSummary {
+  std::string status;  // running | success | failed
+  SysTime started_at{};
+  std::optional<SysTime> completed_at;
+  std::int64_t records = 0, pages = 0, requests = 0, failed_requests = 0, retries = 0;
+  double throttled_seconds = 0;
+  std::map<std::string, std::int64_t> statuses;  // HTTP status ("0": no answer) -> requests
+  std::string error;                             // why it failed; empty otherwise
+  std::string host;
+  std::int64_t pid = 0;
+};
 
 struct Meta {
   Kind kind = Kind::page;
@@ -37,6 +53,7 @@ struct Meta {
   // run_end only: what the run produced, so a full run's deletions can be trusted.
   std::int64_t pages = 0;
   std::int64_t records = 0;
+  RunSummary summary;  // run_summary only
 };
 
 namespace fs = std::filesystem;
@@ -59,6 +76,9 @@ fs::path write_page(const fs::path& spool, const Meta& meta,
 void sync_directory(const fs::path& dir);
 // Writes the marker that closes a run (kind run_end) with its page and record counts.
 fs::path write_run_end(const fs::path& spool, const Meta& meta);
+
+// Writes a run summary (kind run_summary); meta.summary is the content.
+fs::path write_run_summary(const fs::path& spool, const Meta& meta);
 
 // Files waiting in incoming/<entity>, oldest name first (names start with the fetch time).
 [[nodiscard]] std::vector<fs::path> pending(const fs::path& spool, std::string_view entity);
@@ -97,6 +117,7 @@ class PageReader {
  private:
   [[noreturn]] void fail(std::string_view what, simdjson::error_code e = simdjson::SUCCESS);
   void read_meta();
+  void read_summary(simdjson::ondemand::value& value);
 
   std::string original_;
   simdjson::padded_string minified_;

@@ -68,7 +68,8 @@ class Fetcher {
   struct SourceState;  // per source: rate limit and credentials (source_state.hpp)
 
  private:
-  RunResult continue_run(const config::Entity& entity, Checkpoint& cp);
+  // `resumed`: the run was left unfinished by an earlier attempt (crash, stop, failure).
+  RunResult continue_run(const config::Entity& entity, Checkpoint& cp, bool resumed);
   void entity_loop(const config::Entity& entity);
 
   const config::Config& config_;

@@ -1,5 +1,7 @@
 #include "fetcher/page_writer.hpp"
 
+#include "core/metrics.hpp"
+
 #include "core/failpoint.hpp"
 
 namespace ingestd::fetcher {
@@ -56,13 +58,14 @@ void PageWriter::loop() {
       std::int64_t records = 0;
       bool wrote = false;
       for (const auto& p : group) {
-        if (!p.spans.empty()) {
-          std::vector<std::string_view> views;
-          views.reserve(p.spans.size());
-          for (auto [off, len] : p.spans) views.emplace_back(p.blob.data() + off, len);
-          spool::write_page(config_.spool_dir, p.meta, views, /*sync_dir=*/false);
-          wrote = true;
-        }
+        // An empty page is written too (a run whose records fill its pages exactly ends with
+        // one): the run_end counts every page, and readers of ingestd_fetch_runs compare that
+        // count with the ledger's.
+        std::vector<std::string_view> views;
+        views.reserve(p.spans.size());
+        for (auto [off, len] : p.spans) views.emplace_back(p.blob.data() + off, len);
+        spool::write_page(config_.spool_dir, p.meta, views, /*sync_dir=*/false);
+        wrote = true;
         records += static_cast<std::int64_t>(p.spans.size());
         failpoint("fetcher.after_spool");
       }
@@ -72,6 +75,8 @@ void PageWriter::loop() {
       failpoint("fetcher.after_checkpoint");
       metrics_.pages += static_cast<std::int64_t>(group.size());
       metrics_.records += records;
+      metrics::fetch_pages(entity_.name).Increment(static_cast<double>(group.size()));
+      metrics::records("fetcher", entity_.name, "fetched").Increment(static_cast<double>(records));
     } catch (...) {
       std::lock_guard lock(mu_);
       error_ = std::current_exception();

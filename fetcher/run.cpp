@@ -1,4 +1,7 @@
 // One entity's run: page after page, each durably spooled before its checkpoint.
+#include <unistd.h>
+
+#include <map>
 #include <random>
 #include <thread>
 
@@ -8,6 +11,7 @@
 #include "core/failpoint.hpp"
 #include "core/json_text.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "core/spool.hpp"
 #include "core/stop.hpp"
 #include "fetcher/auth.hpp"
@@ -80,6 +84,57 @@ spool::Meta spool_meta(const config::Entity& e, const RunState& run) {
   return m;
 }
 
+// What the entity's counters said when a run (re)started: its summary reports the difference.
+struct Baseline {
+  std::int64_t requests = 0, retries = 0, throttled_ms = 0;
+  std::map<long, std::int64_t> statuses;
+  explicit Baseline(const Metrics& m)
+      : requests(m.requests.load()),
+        retries(m.retries.load()),
+        throttled_ms(m.throttled_ms.load()),
+        statuses(m.statuses()) {}
+};
+
+std::string hostname() {
+  char buf[256] = {};
+  return ::gethostname(buf, sizeof buf - 1) == 0 ? std::string(buf) : std::string("unknown");
+}
+
+// The run's sync_status row travels as a spool file (the fetcher has no database). Failing
+// to write it costs observability, not data: logged, never fatal.
+void write_summary(const config::Config& cfg, const config::Entity& e, const RunState& run,
+                   const Metrics& m, const Baseline& base, std::string_view status,
+                   const std::string& error, bool completed) {
+  spool::Meta meta = spool_meta(e, run);
+  spool::RunSummary& r = meta.summary;
+  r.status = std::string(status);
+  r.started_at = run.started_at;
+  if (completed) r.completed_at = meta.fetched_at;
+  r.records = run.records;
+  r.pages = run.page;
+  r.requests = m.requests.load() - base.requests;
+  r.retries = m.retries.load() - base.retries;
+  r.throttled_seconds = static_cast<double>(m.throttled_ms.load() - base.throttled_ms) / 1000.0;
+  std::int64_t ok = 0;
+  for (const auto& [code, n] : m.statuses()) {
+    auto before = base.statuses.count(code) ? base.statuses.at(code) : 0;
+    if (n - before <= 0) continue;
+    r.statuses[std::to_string(code)] = n - before;
+    if (code >= 200 && code < 300) ok += n - before;
+  }
+  r.failed_requests = std::max<std::int64_t>(0, r.requests - ok);
+  r.error = error;
+  static const std::string host = hostname();
+  r.host = host;
+  r.pid = ::getpid();
+  try {
+    spool::write_run_summary(cfg.spool_dir, meta);
+  } catch (const std::exception& err) {
+    log::warn("fetcher.summary_not_written", "entity={} run_id={} status={} error={}", e.name,
+              run.run_id, status, log::q(err.what()));
+  }
+}
+
 std::string origin_of(const std::string& url) {
   auto scheme = url.find("://");
   auto slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
@@ -140,7 +195,11 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
   bool refreshed = false;
   for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
     bool ok = true;
-    m.throttled_ms += src.limiter.acquire(stop, ok).count();
+    auto throttled = src.limiter.acquire(stop, ok);
+    m.throttled_ms += throttled.count();
+    if (throttled.count() > 0)
+      metrics::upstream_throttled_seconds(e.name).Increment(static_cast<double>(throttled.count()) /
+                                                            1000.0);
     if (!ok) throw Stopped{};
     std::optional<std::chrono::milliseconds> wait;
     try {
@@ -150,11 +209,13 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       ++m.requests;
       last = out.body ? http.post(out.url, *out.body, headers) : http.get(out.url, headers);
       m.count_status(last.status);
+      metrics::upstream_requests(e.name, last.status).Increment();
       if (last.status >= 200 && last.status < 300) return reader.read(last.body);
       failure = fmt::format("HTTP {}", last.status);
       if (last.status == 401 && !refreshed && src.auth.refresh_after_401()) {
         refreshed = true;  // an expired token: get a new one and ask again at once
         ++m.retries;
+        metrics::upstream_retries(e.name).Increment();
         log::info("fetcher.token_rejected", "entity={} page={}", e.name, run.page);
         continue;
       }
@@ -169,6 +230,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
             fmt::format("HTTP {} from {}: {}", last.status, out.url, last.body.substr(0, 200)));
       }
     } catch (const TransportError& err) {
+      metrics::upstream_requests(e.name, 0).Increment();
       if (stop.stop_requested()) throw Stopped{};
       failure = err.what();
     } catch (const BadResponse& err) {
@@ -178,6 +240,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
     }
     if (attempt == s.retry_max_attempts) break;
     ++m.retries;
+    metrics::upstream_retries(e.name).Increment();
     auto delay = wait ? *wait : backoff.next();
     log::warn("fetcher.retry", "entity={} page={} attempt={} wait_ms={} reason={}", e.name,
               run.page, attempt, delay.count(), log::q(failure));
@@ -187,7 +250,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       fmt::format("page {} failed {} times; last: {}", run.page, s.retry_max_attempts, failure));
 }
 
-RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
+RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool resumed) {
   auto& src = *sources_.at(e.source);
   auto& m = *metrics_.at(e.name);
   auto& run = *cp.current;
@@ -195,6 +258,11 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
   HttpClient http(src.source.timeout, src.source.tls_verify, stop_);
   ResponseReader reader(e.request.records, e.updated_at_path, e.request.pagination == "relay");
   auto started = Clock::now();
+  Baseline base(m);
+  // A resumed run says so: its previous process stopped or crashed mid-run.
+  write_summary(config_, e, run, m, base, "running",
+                resumed ? fmt::format("resumed at page {}", run.page) : "", false);
+  auto last_summary = Clock::now();
   log::info("fetcher.run_started", "entity={} run_id={} mode={} since={} until={} page={}", e.name,
             run.run_id, mode_name(run.mode), run.since ? format_rfc3339(*run.since) : "-",
             run.until ? format_rfc3339(*run.until) : "-", run.page);
@@ -248,6 +316,10 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
       if (page.newest && (!next.newest || *page.newest > *next.newest)) next.newest = page.newest;
       pos = next;
       if (!writer.push(std::move(q))) break;  // the writer failed: finish() reports why
+      if (Clock::now() - last_summary >= std::chrono::minutes(1)) {
+        write_summary(config_, e, pos, m, base, "running", "", false);  // the heartbeat
+        last_summary = Clock::now();
+      }
       if (!more) {
         reached_end = true;
         break;
@@ -265,7 +337,18 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
   }
   result.pages = run.page;
   result.records = run.records;
-  if (!reached_end) return result;
+  if (!reached_end) {
+    // Stopped by SIGTERM or given up: either way this attempt ended; a later start resumes
+    // the run (and its next summary says running again).
+    write_summary(
+        config_, e, run, m, base, "failed",
+        result.error.empty()
+            ? fmt::format("stopped at page {} by shutdown; the next start resumes it", run.page)
+            : result.error,
+        true);
+    metrics::stage_runs("fetcher", e.name, "failed").Increment();
+    return result;
+  }
   // The end marker goes to the spool before the checkpoint forgets the run: a crash between
   // the two resumes the run, which ends again and writes the same marker again (harmless).
   failpoint("fetcher.before_run_end");
@@ -276,6 +359,8 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
   auto now = std::chrono::system_clock::now();
   if (run.newest && run.mode != Mode::repair && (!cp.watermark || *run.newest > *cp.watermark))
     cp.watermark = run.newest;
+  // Before cp.current.reset(): `run` refers to it.
+  write_summary(config_, e, run, m, base, "success", "", true);
   cp.last_run_id = run.run_id;
   cp.last_completed = now;
   if (run.mode == Mode::full) cp.last_full = now;
@@ -283,6 +368,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
   save_checkpoint(config_.fetcher_state_dir, e.name, cp);
   ++m.runs_completed;
   result.complete = true;
+  metrics::stage_runs("fetcher", e.name, "success").Increment();
   log::info("fetcher.run_completed",
             "entity={} run_id={} mode={} pages={} records={} requests={} retries={} "
             "throttled_ms={} ms={}",
@@ -295,7 +381,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp) {
 RunResult Fetcher::run_entity(const config::Entity& e, const std::optional<RunRequest>& request) {
   auto cp = load_checkpoint(config_.fetcher_state_dir, e.name);
   if (cp.current) {
-    auto resumed = continue_run(e, cp);
+    auto resumed = continue_run(e, cp, true);
     if (!resumed.complete || !request) return resumed;
   }
   RunRequest want;
@@ -318,7 +404,7 @@ RunResult Fetcher::run_entity(const config::Entity& e, const std::optional<RunRe
   }
   cp.current = run;
   save_checkpoint(config_.fetcher_state_dir, e.name, cp);
-  return continue_run(e, cp);
+  return continue_run(e, cp, false);
 }
 
 }  // namespace ingestd::fetcher

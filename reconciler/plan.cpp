@@ -220,15 +220,23 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
       "  WHERE t.is_placeholder OR t.content_hash IS NULL OR\n"
       "    (coalesce(EXCLUDED.source_updated_at, '-infinity'), EXCLUDED.fetched_at) >=\n"
       "    (coalesce(t.source_updated_at, '-infinity'), coalesce(t.fetched_at, '-infinity'))\n"
-      "  RETURNING t.id, t.content_hash),\n"
+      // What the upsert did, for applied_as (sql/008): RETURNING sees only the new row, so
+      // xmax = 0 tells an insert (an upsert's update leaves its row lock in xmax),
+      // updated_at = now() a content change in this transaction, and version 1 after an
+      // update a placeholder (version 0) filled.
+      "  RETURNING t.id, t.content_hash, CASE WHEN t.xmax = 0 THEN 'new' WHEN t.updated_at <> "
+      "now() THEN 'unchanged' WHEN t.version = 1 THEN 'filled' ELSE 'changed' END AS how),\n"
       "marked AS (\n"
       "  UPDATE {6} s SET processed = true, processed_at = now(), processing_attempts = "
       "s.processing_attempts + 1, last_error = b.ingestd_reason,\n"
       "    outcome = CASE WHEN b.ingestd_reason IS NOT NULL THEN 'skipped' WHEN up.content_hash "
-      "= b.ingestd_hash THEN 'applied' ELSE 'superseded' END\n"
+      "= b.ingestd_hash THEN 'applied' ELSE 'superseded' END,\n"
+      "    applied_as = CASE WHEN b.ingestd_reason IS NULL AND up.content_hash = b.ingestd_hash "
+      "THEN up.how END\n"
       "  FROM {3} b LEFT JOIN up ON up.id = b.ingestd_ext_id WHERE s.ctid = b.ingestd_ctid\n"
-      "  RETURNING s.outcome, s.external_id, s.last_error)\n"
-      "SELECT outcome, count(*), min(external_id), min(last_error) FROM marked GROUP BY outcome",
+      "  RETURNING s.outcome, s.external_id, s.last_error, s.applied_as)\n"
+      "SELECT outcome, count(*), min(external_id), min(last_error), applied_as FROM marked "
+      "GROUP BY outcome, applied_as",
       table, names, values, temp_table, sets, kChanged, staging);
 
   skip_row = fmt::format(

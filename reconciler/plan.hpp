@@ -40,7 +40,7 @@ struct Plan {
   std::string claim_ids;      // $1 limit -> id
   std::string extract_ids;    // $1 bigint[]
   std::vector<Step> steps;    // fuzzy links and placeholders, in table order
-  std::string apply;          // -> (outcome, count)
+  std::string apply;          // -> (outcome, count, example id, example error, applied_as)
   std::string skip_row;       // $1 id, $2 reason
   std::string retry_row;      // $1 id, $2 error, $3 initial s, $4 max s, $5 max attempts
   // Per typed column: SELECT (($1::jsonb) #>> path)::type, to name the column a value broke.

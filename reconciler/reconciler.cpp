@@ -13,8 +13,10 @@
 #include "core/config.hpp"
 #include "core/failpoint.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "core/parallel.hpp"
 #include "core/pg.hpp"
+#include "core/stage_runs.hpp"
 #include "core/stop.hpp"
 #include "reconciler/full_runs.hpp"
 #include "reconciler/plan.hpp"
@@ -54,6 +56,10 @@ struct StepError : std::runtime_error {
 void add(Totals& into, const Totals& t) {
   into.batches += t.batches;
   into.applied += t.applied;
+  into.applied_new += t.applied_new;
+  into.applied_filled += t.applied_filled;
+  into.applied_changed += t.applied_changed;
+  into.applied_unchanged += t.applied_unchanged;
   into.superseded += t.superseded;
   into.skipped += t.skipped;
   into.retried += t.retried;
@@ -74,9 +80,10 @@ std::string seconds(std::chrono::milliseconds d) {
 class Worker {
  public:
   Worker(const config::Config& cfg, const StopToken& stop, const Options& opts, int index,
-         const std::vector<const Plan*>& plans)
+         const std::vector<const Plan*>& plans, StageRuns& runs)
       : cfg_(cfg),
         stop_(stop),
+        runs_(runs),
         opts_(opts),
         index_(index),
         db_backoff_(cfg.database_retry_initial, cfg.database_retry_max) {
@@ -89,6 +96,7 @@ class Worker {
       if (index_ == 0) sd_notify(0, "WATCHDOG=1");
       if (!conn_ && !connect()) continue;
       Turn turn = one_turn();
+      if (!turn.db_lost && index_ == 0) turn.db_lost = !flush_runs();
       if (turn.db_lost) {
         conn_.reset();
         continue;
@@ -155,7 +163,10 @@ class Worker {
           }
           turn.worked = true;
         }
-        if (drained && !stop_.stop_requested()) finalize(p, turn);
+        if (drained && !stop_.stop_requested()) {
+          finalize(p, turn);
+          runs_.idle(p.entity->name, index_);
+        }
         if (st.failing) log::info("reconciler.entity_recovered", "entity={}", p.entity->name);
         st.failing = false;
         st.backoff.reset();
@@ -181,6 +192,12 @@ class Worker {
       totals_.deleted += r.deleted;
       totals_.undeleted += r.undeleted;
       totals_.deletions_refused += r.refused;
+      if (r.deleted + r.undeleted + r.refused > 0) {
+        StageRuns::Counts c;
+        c.perf = {
+            {"deleted", r.deleted}, {"undeleted", r.undeleted}, {"deletions_refused", r.refused}};
+        runs_.work(p.entity->name, index_, c);
+      }
       if (r.finalized > 0) turn.worked = true;
     } catch (const pg::Error& e) {
       if (!batch_retry(e)) throw;
@@ -195,6 +212,7 @@ class Worker {
     auto wait = st.backoff.next();
     st.next_try = Clock::now() + wait;
     st.failing = true;
+    runs_.failed(st.plan->entity->name, primary_message(error));
     log::error("reconciler.entity_failed", "entity={} retry_in_ms={} error={}",
                st.plan->entity->name, wait.count(), log::q(error));
   }
@@ -218,6 +236,55 @@ class Worker {
     created_.clear();
   }
 
+  // A committed batch, for sync_status and the process metrics (before log_created clears
+  // the placeholders it made).
+  void account(const Plan& p, const Totals& t, Clock::time_point started) {
+    const std::string& entity = p.entity->name;
+    StageRuns::Counts c;
+    c.processed = t.applied + t.superseded;
+    c.skipped = t.skipped;
+    c.failed = t.dead;
+    c.perf = {{"batches", 1},
+              {"applied", t.applied},
+              {"superseded", t.superseded},
+              {"retried", t.retried},
+              {"dead", t.dead}};
+    if (t.fuzzy_links > 0) c.perf["fuzzy_links"] = t.fuzzy_links;
+    for (const auto& made : created_) {
+      if (made.fuzzy || made.rows == 0) continue;
+      std::string parent = made.table;
+      for (const auto& e : cfg_.entities)
+        if (e.table.name == made.table) parent = e.name;
+      c.placeholders[parent] += made.rows;
+      metrics::placeholders_created(parent).Increment(made.rows);
+    }
+    runs_.work(entity, index_, c);
+    for (auto [outcome, n] : {std::pair<const char*, std::int64_t>{"applied", t.applied},
+                              {"superseded", t.superseded},
+                              {"skipped", t.skipped},
+                              {"retried", t.retried},
+                              {"dead", t.dead}})
+      if (n > 0) metrics::records("reconciler", entity, outcome).Increment(static_cast<double>(n));
+    metrics::batch_seconds("reconciler")
+        .Observe(std::chrono::duration<double>(Clock::now() - started).count());
+  }
+
+  // Worker 0 writes the process's sync_status rows between batches; false when the database
+  // connection is gone.
+  bool flush_runs() {
+    try {
+      if (!abandoned_closed_) {
+        StageRuns::close_abandoned(*conn_, "reconciler");
+        abandoned_closed_ = true;
+      }
+      runs_.flush(*conn_);
+      return true;
+    } catch (const pg::Error& err) {
+      log::warn("reconciler.sync_status_failed", "error={}", log::q(err.what()));
+      return !err.connection_lost();
+    }
+  }
+
   void rollback() noexcept {
     created_.clear();
     try {
@@ -229,6 +296,7 @@ class Worker {
   // One transaction: claim + extract, fuzzy links and placeholders, upsert + mark. Returns the
   // number of staging rows it settled (0: nothing due).
   std::int64_t batch(const Plan& p) {
+    auto started = Clock::now();
     conn_->exec_script("BEGIN");
     try {
       auto claimed = conn_->query(p.claim_extract, cfg_.reconciler_batch_size).affected();
@@ -249,6 +317,7 @@ class Worker {
       conn_->exec_script("COMMIT");
       failpoint("reconciler.after_commit");
       add(totals_, t);
+      account(p, t, started);
       log_created(p);
       return claimed;
     } catch (const pg::Error& e) {
@@ -272,6 +341,7 @@ class Worker {
   // The batch failed: claim it again by id and bisect it, each part under a savepoint, until
   // every row either applied or is settled alone as skipped, retried or dead.
   std::int64_t isolate_batch(const Plan& p) {
+    auto started = Clock::now();
     conn_->exec_script("BEGIN");
     try {
       auto r = conn_->query(p.claim_ids, cfg_.reconciler_batch_size);
@@ -281,6 +351,7 @@ class Worker {
       if (!ids.empty()) isolate(p, ids, t);
       conn_->exec_script("COMMIT");
       add(totals_, t);
+      account(p, t, started);
       log_created(p);
       return static_cast<std::int64_t>(ids.size());
     } catch (const pg::Error& e) {
@@ -405,7 +476,14 @@ class Worker {
     for (int i = 0; i < r.rows(); ++i) {
       auto outcome = r.get(i, 0);
       auto n = r.get_int(i, 1);
-      if (outcome == "applied") t.applied += n;
+      if (outcome == "applied") {
+        t.applied += n;
+        auto as = r.get(i, 4);
+        (as == "new"       ? t.applied_new
+         : as == "filled"  ? t.applied_filled
+         : as == "changed" ? t.applied_changed
+                           : t.applied_unchanged) += n;
+      }
       if (outcome == "superseded") t.superseded += n;
       if (outcome == "skipped") {
         t.skipped += n;
@@ -417,6 +495,8 @@ class Worker {
 
   const config::Config& cfg_;
   const StopToken& stop_;
+  StageRuns& runs_;
+  bool abandoned_closed_ = false;
   const Options& opts_;
   int index_;
   Backoff db_backoff_;
@@ -438,9 +518,12 @@ int run(const config::Config& cfg, const StopToken& stop, const Options& opts, T
     plans.push_back(owned.back().get());
   }
   int count = static_cast<int>(cfg.reconciler_workers);
+  std::map<std::string, std::chrono::milliseconds> periods;
+  for (const auto& e : cfg.entities) periods[e.name] = e.every;
+  StageRuns runs("reconciler", true, periods);
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < count; ++i)
-    workers.push_back(std::make_unique<Worker>(cfg, stop, opts, i, plans));
+    workers.push_back(std::make_unique<Worker>(cfg, stop, opts, i, plans, runs));
 
   sd_notify(0, "READY=1\nSTATUS=reconciling");
   log::info("reconciler.started", "entities={} workers={} batch_size={} mode={}", plans.size(),
@@ -448,9 +531,10 @@ int run(const config::Config& cfg, const StopToken& stop, const Options& opts, T
             opts.mode == RunMode::forever ? "forever" : "until_empty");
   int code =
       run_parallel(count, [&](int i) { return workers[static_cast<std::size_t>(i)]->run(); });
+  sd_notify(0, "STOPPING=1");
+  runs.close_at_exit({cfg.database_url, "ingestd-reconciler", cfg.database_connect_timeout});
   Totals totals;
   for (const auto& w : workers) add(totals, w->totals());
-  sd_notify(0, "STOPPING=1");
   log::info("reconciler.stopped",
             "batches={} applied={} superseded={} skipped={} retried={} dead={} placeholders={} "
             "fuzzy_links={} deleted={} undeleted={} deletions_refused={}",

@@ -30,7 +30,9 @@ struct Options {
 
 struct Totals {
   std::int64_t batches = 0;
-  std::int64_t applied = 0;     // written (new, changed, or unchanged and touched)
+  std::int64_t applied = 0;  // written (new, changed, or unchanged and touched)
+  // applied, split as recorded in stg_<entity>.applied_as (sql/008)
+  std::int64_t applied_new = 0, applied_filled = 0, applied_changed = 0, applied_unchanged = 0;
   std::int64_t superseded = 0;  // an older version than production's: not written
   std::int64_t skipped = 0;     // invalid, with the reason in last_error
   std::int64_t retried = 0;     // failed for a database reason, back in line later

@@ -8,6 +8,12 @@ ALTER TABLE sync_status
     ADD COLUMN heartbeat_at timestamptz NOT NULL DEFAULT now();
 CREATE UNIQUE INDEX sync_status_run ON sync_status (stage, sync_type, run_id);
 
+-- Run summaries are spool files too: staged once, recorded in the ledger.
+ALTER TABLE ingestd_spool_ledger
+    DROP CONSTRAINT ingestd_spool_ledger_outcome_check,
+    ADD CONSTRAINT ingestd_spool_ledger_outcome_check
+        CHECK (outcome IN ('loaded', 'quarantined', 'run_end', 'run_summary'));
+
 -- Dead rows are few and must be counted cheaply and often (the monitor, every poll).
 CREATE OR REPLACE FUNCTION ingestd_ensure_staging_table(entity text) RETURNS void
 LANGUAGE plpgsql AS $fn$

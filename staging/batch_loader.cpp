@@ -1,12 +1,14 @@
 #include "staging/batch_loader.hpp"
 
 #include <chrono>
+#include <climits>
 #include <map>
 
 #include <fmt/format.h>
 
 #include "core/failpoint.hpp"
 #include "core/files.hpp"
+#include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/stop.hpp"
 
@@ -123,6 +125,10 @@ void BatchLoader::attempt(Path path) {
   try {
     claim_ledger_rows();
     failpoint("stager.after_ledger");
+    // Summaries before run_ends: a run_end closes the row a summary of its run opened.
+    for (const auto& f : files_)
+      if (f.ledger_id != 0 && f.reader->meta().kind == spool::Kind::run_summary)
+        record_run_summary(f.reader->meta());
     for (const auto& f : files_) {
       const auto& m = f.reader->meta();
       if (f.ledger_id == 0 || m.kind != spool::Kind::run_end) continue;
@@ -131,6 +137,13 @@ void BatchLoader::attempt(Path path) {
           "completed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
           entity_.name, m.run_id, m.source, m.mode, m.pages, m.records,
           format_rfc3339(m.fetched_at));
+      // The marker proves the run complete even if its final summary never comes (the
+      // fetcher died between the two): its sync_status row must not stay 'running'.
+      conn_->query(
+          "UPDATE sync_status SET status = 'success', completed_at = $3, records_fetched = "
+          "least($4::bigint, 2147483647), heartbeat_at = $3 WHERE stage = 'fetcher' AND "
+          "sync_type = $1 AND run_id = $2 AND status = 'running' AND heartbeat_at <= $3",
+          entity_.name, m.run_id, format_rfc3339(m.fetched_at), m.records);
     }
     stage_records(path, claim);
     copy_full_run_ids();
@@ -144,13 +157,50 @@ void BatchLoader::attempt(Path path) {
   }
 }
 
+// The fetcher's sync_status row. Two stager workers may stage a run's summaries out of
+// order: the newest summary (by its write time, the file's fetched_at) wins.
+void BatchLoader::record_run_summary(const spool::Meta& m) {
+  const spool::RunSummary& r = m.summary;
+  std::string statuses;
+  for (const auto& [code, n] : r.statuses)
+    statuses += fmt::format("{}{}:{}", statuses.empty() ? "" : ",", json_quote(code), n);
+  double error_rate = r.requests > 0 ? 100.0 * static_cast<double>(r.failed_requests) /
+                                           static_cast<double>(r.requests)
+                                     : 0.0;
+  double seconds = std::chrono::duration<double>((r.completed_at ? *r.completed_at : m.fetched_at) -
+                                                 r.started_at)
+                       .count();
+  conn_->query(
+      "INSERT INTO sync_status AS s (sync_type, stage, run_id, mode, started_at, completed_at, "
+      "status, records_fetched, error_rate, error_summary, performance_metrics, host, pid, "
+      "heartbeat_at) VALUES ($1, 'fetcher', $2, $3, $4, $5, $6, $7, least($8::float8, 100), "
+      "jsonb_build_object('error', $9::text, 'statuses', $10::jsonb), "
+      "jsonb_build_object('pages', $11::bigint, 'requests', $12::bigint, 'retries', "
+      "$13::bigint, 'throttled_seconds', $14::float8, 'duration_seconds', greatest($15::float8, "
+      "0)), $16, $17, $18)\n"
+      "ON CONFLICT (stage, sync_type, run_id) DO UPDATE SET mode = EXCLUDED.mode, started_at = "
+      "EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, status = EXCLUDED.status, "
+      "records_fetched = EXCLUDED.records_fetched, error_rate = EXCLUDED.error_rate, "
+      "error_summary = EXCLUDED.error_summary, performance_metrics = "
+      "EXCLUDED.performance_metrics, host = EXCLUDED.host, pid = EXCLUDED.pid, heartbeat_at = "
+      "EXCLUDED.heartbeat_at WHERE s.heartbeat_at <= EXCLUDED.heartbeat_at",
+      entity_.name, m.run_id, m.mode.empty() ? pg::Param{} : pg::param(m.mode),
+      format_rfc3339(r.started_at),
+      r.completed_at ? pg::param(format_rfc3339(*r.completed_at)) : pg::Param{}, r.status,
+      std::min<std::int64_t>(r.records, INT32_MAX), error_rate, r.error, "{" + statuses + "}",
+      r.pages, r.requests, r.retries, r.throttled_seconds, seconds, r.host, r.pid,
+      format_rfc3339(m.fetched_at));
+}
+
 void BatchLoader::claim_ledger_rows() {
   std::vector<pg::Param> names, outcomes, sources, runs, modes, pages, bytes, fetched;
   for (auto& f : files_) {
     const auto& m = f.reader->meta();
     f.ledger_id = 0;
     names.push_back(f.path.filename().string());
-    outcomes.push_back(m.kind == spool::Kind::page ? "loaded" : "run_end");
+    outcomes.push_back(m.kind == spool::Kind::page      ? "loaded"
+                       : m.kind == spool::Kind::run_end ? "run_end"
+                                                        : "run_summary");
     sources.push_back(m.source);
     runs.push_back(m.run_id);
     modes.push_back(m.mode.empty() ? pg::Param{} : pg::param(m.mode));
@@ -342,6 +392,10 @@ void BatchLoader::finish(Totals& totals, std::chrono::steady_clock::time_point s
       ++totals.files_replayed;
       log::info("stager.file_replayed", "entity={} file={} reason={}", entity_.name, name,
                 log::q("already in the ledger"));
+    } else if (m.kind == spool::Kind::run_summary) {
+      ++totals.run_summaries;
+      log::debug("stager.run_summary", "entity={} run_id={} status={}", entity_.name, m.run_id,
+                 m.summary.status);
     } else if (m.kind == spool::Kind::run_end) {
       ++totals.run_ends;
       log::info("stager.run_end", "entity={} run_id={} mode={} pages={} records={}", entity_.name,

@@ -13,9 +13,11 @@
 #include "core/backoff.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/spool.hpp"
+#include "core/stage_runs.hpp"
 #include "core/stop.hpp"
 #include "staging/batch_loader.hpp"
 
@@ -91,9 +93,11 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
 class Worker {
  public:
   Worker(const config::Config& cfg, const StopToken& stop, RunMode mode, int index, int count,
-         std::map<std::string, InFlight>& in_flight, std::map<std::string, KnownFilter>& known)
+         std::map<std::string, InFlight>& in_flight, std::map<std::string, KnownFilter>& known,
+         StageRuns& runs)
       : cfg_(cfg),
         stop_(stop),
+        runs_(runs),
         mode_(mode),
         index_(index),
         count_(count),
@@ -113,6 +117,7 @@ class Worker {
       if (index_ == 0) sd_notify(0, "WATCHDOG=1");
       if (!conn_ && !connect()) continue;
       Pass pass = stage_pass();
+      if (!pass.db_lost && index_ == 0) pass.db_lost = !flush_runs();
       if (pass.db_lost) {
         conn_.reset();
         continue;
@@ -176,6 +181,7 @@ class Worker {
     auto wait = st.backoff.next();
     st.next_try = Clock::now() + wait;
     st.failing = any_failed_ = true;
+    runs_.failed(name, error);
     log::error("stager.entity_failed", "entity={} file={} retry_in_ms={} error={}", name,
                file.filename().string(), wait.count(), log::q(error));
   }
@@ -192,6 +198,7 @@ class Worker {
       for (auto& file : spool::pending(cfg_.spool_dir, e.name))
         if (mine(file)) mine_now.push_back(std::move(file));
       // Take turns: a backlog in one entity must not hold back the others.
+      if (mine_now.empty()) runs_.idle(e.name, index_);
       if (mine_now.size() > kFilesPerTurn) {
         mine_now.resize(kFilesPerTurn);
         pass.worked = true;
@@ -205,7 +212,10 @@ class Worker {
                 static_cast<std::ptrdiff_t>(std::min(mine_now.size(), start + per_txn)));
         try {
           st.known->build_once(*conn_, st.table);
+          Totals before = totals_;
+          auto started = Clock::now();
           st.loader.load(*conn_, batch, totals_);
+          count(e.name, before, std::chrono::duration<double>(Clock::now() - started).count());
           pass.worked = true;
           if (st.failing) log::info("stager.entity_recovered", "entity={}", e.name);
           st.failing = false;
@@ -239,6 +249,60 @@ class Worker {
     return pass;
   }
 
+  // What one transaction did, for sync_status and the process metrics.
+  void count(const std::string& entity, const Totals& before, double seconds) {
+    Totals d;
+    d.files_loaded = totals_.files_loaded - before.files_loaded;
+    d.files_replayed = totals_.files_replayed - before.files_replayed;
+    d.files_quarantined = totals_.files_quarantined - before.files_quarantined;
+    d.run_ends = totals_.run_ends - before.run_ends;
+    d.run_summaries = totals_.run_summaries - before.run_summaries;
+    d.records = totals_.records - before.records;
+    d.staged = totals_.staged - before.staged;
+    d.duplicates = totals_.duplicates - before.duplicates;
+    d.flagged = totals_.flagged - before.flagged;
+    StageRuns::Counts c;
+    c.fetched = d.records;
+    c.processed = d.staged;
+    c.skipped = d.duplicates;
+    c.failed = d.flagged;
+    for (auto [key, n] : {std::pair<const char*, std::int64_t>{"files", d.files_loaded},
+                          {"replayed_files", d.files_replayed},
+                          {"quarantined_files", d.files_quarantined},
+                          {"run_ends", d.run_ends},
+                          {"run_summaries", d.run_summaries}})
+      if (n > 0) c.perf[key] = n;
+    runs_.work(entity, index_, c);
+    auto inc = [](prometheus::Counter& counter, std::int64_t n) {
+      if (n > 0) counter.Increment(static_cast<double>(n));
+    };
+    inc(metrics::records("stager", entity, "staged"), d.staged);
+    inc(metrics::records("stager", entity, "duplicate"), d.duplicates);
+    inc(metrics::records("stager", entity, "flagged"), d.flagged);
+    inc(metrics::spool_files(entity, "loaded"), d.files_loaded);
+    inc(metrics::spool_files(entity, "replayed"), d.files_replayed);
+    inc(metrics::spool_files(entity, "quarantined"), d.files_quarantined);
+    inc(metrics::spool_files(entity, "run_end"), d.run_ends);
+    inc(metrics::spool_files(entity, "run_summary"), d.run_summaries);
+    metrics::batch_seconds("stager").Observe(seconds);
+  }
+
+  // Worker 0 writes the process's sync_status rows between transactions; false when the
+  // database connection is gone.
+  bool flush_runs() {
+    try {
+      if (!abandoned_closed_) {
+        StageRuns::close_abandoned(*conn_, "stager");
+        abandoned_closed_ = true;
+      }
+      runs_.flush(*conn_);
+      return true;
+    } catch (const pg::Error& err) {
+      log::warn("stager.sync_status_failed", "error={}", log::q(err.what()));
+      return !err.retryable();
+    }
+  }
+
   void purge_and_prune() {
     try {
       totals_.purged += purge_with(*conn_, cfg_, stop_);
@@ -253,6 +317,8 @@ class Worker {
 
   const config::Config& cfg_;
   const StopToken& stop_;
+  StageRuns& runs_;
+  bool abandoned_closed_ = false;
   RunMode mode_;
   int index_;
   int count_;
@@ -269,6 +335,7 @@ void add(Totals& into, const Totals& t) {
   into.files_replayed += t.files_replayed;
   into.files_quarantined += t.files_quarantined;
   into.run_ends += t.run_ends;
+  into.run_summaries += t.run_summaries;
   into.records += t.records;
   into.staged += t.staged;
   into.duplicates += t.duplicates;
@@ -288,9 +355,10 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
   // Shared by the workers, per entity.
   std::map<std::string, InFlight> in_flight;
   std::map<std::string, KnownFilter> known;
+  StageRuns runs("stager", false);
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < count; ++i)
-    workers.push_back(std::make_unique<Worker>(cfg, stop, mode, i, count, in_flight, known));
+    workers.push_back(std::make_unique<Worker>(cfg, stop, mode, i, count, in_flight, known, runs));
 
   sd_notify(0, "READY=1\nSTATUS=staging");
   log::info("stager.started", "entities={} workers={} spool={} mode={}", cfg.entities.size(), count,
@@ -299,9 +367,10 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
   int code =
       run_parallel(count, [&](int i) { return workers[static_cast<std::size_t>(i)]->run(); });
 
+  sd_notify(0, "STOPPING=1");
+  runs.close_at_exit(connect_options(cfg));
   Totals totals;
   for (const auto& w : workers) add(totals, w->totals());
-  sd_notify(0, "STOPPING=1");
   log::info("stager.stopped",
             "files_loaded={} files_replayed={} files_quarantined={} run_ends={} records={} "
             "staged={} duplicates={} flagged={} purged={}",

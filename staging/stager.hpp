@@ -23,6 +23,7 @@ struct Totals {
   std::int64_t files_replayed = 0;  // already in the ledger: archived without loading again
   std::int64_t files_quarantined = 0;
   std::int64_t run_ends = 0;
+  std::int64_t run_summaries = 0;  // fetcher run summaries written to sync_status
   std::int64_t records = 0;
   std::int64_t staged = 0;
   std::int64_t duplicates = 0;

@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "core/spool.hpp"
 #include "fetcher/checkpoint.hpp"
 #include "tests/fetcher/sim.hpp"
 
@@ -375,4 +376,84 @@ TEST_CASE("an entity whose upstream keeps failing backs off without delaying the
   CHECK(log.find("event=fetcher.run_failed entity=pianos") != std::string::npos);
   CHECK(log.find("event=fetcher.entity_backoff entity=pianos") != std::string::npos);
   CHECK(test::run_ends(f.spool, "pianos") == 0);
+}
+
+namespace {
+// The run summaries of `entity` in the spool, oldest write first.
+std::vector<spool::Meta> summaries(const fs::path& spool, const std::string& entity) {
+  std::vector<spool::Meta> out;
+  simdjson::ondemand::parser parser;
+  std::error_code ec;
+  for (const auto& f : fs::recursive_directory_iterator(spool / "incoming" / entity, ec)) {
+    if (f.path().filename().string().find("_sum_") == std::string::npos) continue;
+    spool::PageReader reader(parser, test::read_text(f.path()));
+    out.push_back(reader.meta());
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.fetched_at < b.fetched_at; });
+  return out;
+}
+}  // namespace
+
+// Protects the fetcher's half of sync_status: every run reports itself through the spool
+// (running at start, success or failed at the end, with its requests and HTTP statuses), and
+// a resumed run says where it resumed.
+TEST_CASE("every fetch run writes run summaries that say how it went") {
+  FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 0}");
+  CHECK(f.fetch() == 0);
+  auto ok = summaries(f.spool, "clients");
+  REQUIRE(ok.size() == 2);
+  CHECK(ok[0].summary.status == "running");
+  CHECK_FALSE(ok[0].summary.completed_at);
+  CHECK(ok[1].summary.status == "success");
+  CHECK(ok[1].run_id == ok[0].run_id);
+  CHECK(ok[1].summary.records == 40);
+  CHECK(ok[1].summary.pages == 6);  // 40 clients, 7 per page
+  CHECK(ok[1].summary.requests == 6);
+  CHECK(ok[1].summary.statuses.at("200") == 6);
+  CHECK(ok[1].summary.failed_requests == 0);
+  CHECK(ok[1].summary.completed_at);
+  CHECK(ok[1].summary.pid > 0);
+
+  // A run that keeps failing: failed with the reason, its failed requests counted.
+  fs::remove_all(f.spool / "incoming" / "clients");
+  f.sim.fault(R"({"kind":"500","count":50})");
+  CHECK(f.fetch({}, {}, "failing.log") == 1);
+  auto bad = summaries(f.spool, "clients");
+  REQUIRE(bad.size() == 2);
+  CHECK(bad[1].summary.status == "failed");
+  CHECK(bad[1].summary.error.find("HTTP 500") != std::string::npos);
+  CHECK(bad[1].summary.failed_requests == 6);  // retry.max_attempts
+  CHECK(bad[1].summary.statuses.at("500") == 6);
+
+  // The next start resumes the same run and says so.
+  fs::remove_all(f.spool / "incoming" / "clients");
+  f.sim.reset();
+  CHECK(f.fetch({}, {}, "recovered.log") == 0);
+  auto again = summaries(f.spool, "clients");
+  REQUIRE(again.size() == 2);
+  CHECK(again[0].run_id == bad[1].run_id);
+  CHECK(again[0].summary.error == "resumed at page 0");
+  CHECK(again[1].summary.status == "success");
+}
+
+// Protects the run_end's page count: a run whose records fill its pages exactly ends with an
+// empty page; the marker must count only pages that exist in the spool, or the reconciler
+// (which compares the count with the ledger) would never apply that full run's deletions.
+TEST_CASE("a run whose records fill its pages exactly counts every page it spooled") {
+  FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 0}", "",
+                 "\n      pianos:\n        rest: {path: /rest/pianos, pagination: page}\n"
+                 "        page_size: 10\n");
+  CHECK(f.fetch({"--mode", "full"}) == 0);
+  int pages = 0;
+  std::int64_t marker_pages = -1;
+  simdjson::ondemand::parser parser;
+  for (const auto& file : fs::directory_iterator(f.spool / "incoming" / "pianos")) {
+    spool::PageReader reader(parser, test::read_text(file.path()));
+    if (reader.meta().kind == spool::Kind::page) ++pages;
+    if (reader.meta().kind == spool::Kind::run_end) marker_pages = reader.meta().pages;
+  }
+  CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
+  CHECK(pages == 9);  // 8 full pages and the empty one that says there is no more
+  CHECK(marker_pages == pages);
 }
