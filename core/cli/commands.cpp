@@ -1,6 +1,7 @@
 #include "core/cli/commands.hpp"
 
 #include "core/cli/common.hpp"
+#include "core/http_server.hpp"
 
 #include <array>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "core/stop.hpp"
 #include "core/time.hpp"
 #include "fetcher/fetcher.hpp"
+#include "monitor/monitor.hpp"
 #include "reconciler/placeholders.hpp"
 #include "reconciler/reconciler.hpp"
 #include "reconciler/schema.hpp"
@@ -97,8 +99,12 @@ int run_stager(const Args& args, std::string_view command, staging::RunMode mode
   }
   auto cfg = load_config(*vm);
   if (!cfg) return 2;
-  return until_stopped("stager",
-                       [&](const StopToken& stop) { return staging::run(*cfg, stop, mode); });
+  return until_stopped("stager", [&](const StopToken& stop) {
+    auto server = mode == staging::RunMode::forever
+                      ? metrics_server("stager", cfg->staging_metrics_listen)
+                      : nullptr;
+    return staging::run(*cfg, stop, mode);
+  });
 }
 }  // namespace
 
@@ -109,6 +115,7 @@ int fetcher(const Args& args) {
   auto cfg = load_config(*vm);
   if (!cfg) return 2;
   return until_stopped("fetcher", [&](const StopToken& stop) {
+    auto server = metrics_server("fetcher", cfg->fetcher_metrics_listen);
     fetcher::Fetcher f(*cfg, stop);
     return f.run_forever();
   });
@@ -209,6 +216,9 @@ int run_reconciler(const Args& args, std::string_view command, reconciler::RunMo
     if (!reconciled_entity(*cfg, opts.only_entity, command)) return 2;
   }
   return until_stopped("reconciler", [&](const StopToken& stop) {
+    auto server = mode == reconciler::RunMode::forever
+                      ? metrics_server("reconciler", cfg->reconciler_metrics_listen)
+                      : nullptr;
     reconciler::Totals t;
     int rc = reconciler::run(*cfg, stop, opts, &t);
     if (mode == reconciler::RunMode::until_empty)
@@ -334,6 +344,14 @@ int run(const Args& args) {
   if (!cfg) return 2;
   StopToken stop;
   stop_on_signals(stop);
+  // The monitor serves /metrics (the stages' counters share this process's registry),
+  // /health and /ready on monitor.listen; the stages' own metrics ports are not used here.
+  monitor::Monitor mon(*cfg);
+  if (crash_guarded("monitor", [&] {
+        mon.start();
+        return 0;
+      }) != 0)
+    return 1;
   const std::array<std::pair<std::string_view, std::function<int()>>, 3> stages = {{
       {"fetcher", [&] { return fetcher::Fetcher(*cfg, stop).run_forever(); }},
       {"stager", [&] { return staging::run(*cfg, stop, staging::RunMode::forever); }},
@@ -350,6 +368,7 @@ int run(const Args& args) {
     if (rc != 0) stop.request_stop();  // one stage down: the process exits, systemd restarts it
     return codes[static_cast<std::size_t>(i)] = rc;
   });
+  mon.stop();
   log::info("run.stopped", "fetcher={} stager={} reconciler={}", codes[0], codes[1], codes[2]);
   return code_max;
 }

@@ -19,6 +19,8 @@ int reconciler(const Args& args);  // long-lived
 int reconcile(const Args& args);   // reconcile --once
 int requeue(const Args& args);
 int placeholders(const Args& args);
-int run(const Args& args);  // fetcher + stager + reconciler in one process
+int run(const Args& args);      // fetcher + stager + reconciler in one process
+int monitor(const Args& args);  // long-lived: /metrics, /health, /ready, alerts
+int status(const Args& args);   // exit 0 all healthy, 1 otherwise
 
 }  // namespace ingestd::cli

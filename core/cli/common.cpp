@@ -6,7 +6,9 @@
 
 #include <fmt/format.h>
 
+#include "core/http_server.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 #include "core/stop.hpp"
 
 namespace ingestd::cli {
@@ -78,6 +80,19 @@ const config::Entity* reconciled_entity(const config::Config& cfg, const std::st
   std::fprintf(stderr, "ingestd %.*s: no entity '%s' with a table in the configuration\n",
                static_cast<int>(command.size()), command.data(), name.c_str());
   return nullptr;
+}
+
+std::unique_ptr<http::Server> metrics_server(std::string_view stage, const std::string& listen) {
+  if (listen.empty()) return nullptr;
+  auto server = std::make_unique<http::Server>(
+      listen, std::map<std::string, http::Handler>{
+                  {"/metrics", [] {
+                     return http::Response{200, "text/plain; version=0.0.4; charset=utf-8",
+                                           metrics::exposition()};
+                   }}});
+  log::info(fmt::format("{}.metrics_listening", stage), "address={} port={}", log::q(listen),
+            server->port());
+  return server;
 }
 
 }  // namespace ingestd::cli

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,7 +15,10 @@
 
 namespace ingestd {
 class StopToken;
+namespace http {
+class Server;
 }
+}  // namespace ingestd
 
 namespace ingestd::cli {
 
@@ -37,6 +41,11 @@ int crash_guarded(std::string_view stage, const std::function<int()>& body);
 
 // Runs a stage with SIGTERM/SIGINT wired to its stop token.
 int until_stopped(std::string_view stage, const std::function<int(const StopToken&)>& body);
+
+// The process metrics server of a long-lived stage (`listen` from <stage>.metrics_listen):
+// nullptr when not configured. Throws std::runtime_error when the address cannot be bound.
+[[nodiscard]] std::unique_ptr<http::Server> metrics_server(std::string_view stage,
+                                                           const std::string& listen);
 
 // The configured entity `name` if it has a table; otherwise says so and returns nullptr.
 const config::Entity* reconciled_entity(const config::Config& cfg, const std::string& name,

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/migrations.hpp"
+#include "fetcher/http.hpp"
 #include "reconciler/schema.hpp"
 #include "tests/fetcher/sim.hpp"
 
@@ -74,6 +75,7 @@ TEST_CASE("ingestd run brings every upstream record into production and stops on
       "database: {{url: \"{}\", retry_initial: 100ms, retry_max: 1s}}\n"
       "spool: {{dir: {}}}\nstaging: {{poll_interval: 200ms}}\n"
       "reconciler: {{poll_interval: 200ms}}\nlog: {{level: info}}\n"
+      "monitor: {{listen: \"127.0.0.1:0\", poll_interval: 200ms}}\n"
       "sources:\n  sim:\n    base_url: {}\n    rate_limit: {{per_second: 0}}\n    "
       "entities:{}",
       db.url(), (dir.path() / "spool").string(), sim.base(), kEntities);
@@ -126,6 +128,43 @@ TEST_CASE("ingestd run brings every upstream record into production and stops on
                  "FROM timeline_entries t WHERE t.piano_id = p.id)") == 0);
   CHECK(db.count("SELECT count(*) FROM timeline_entries t JOIN pianos p ON p.id = t.piano_id") ==
         db.count("SELECT count(*) FROM timeline_entries WHERE piano_id IS NOT NULL"));
+
+  // sync_status: every stage reported every entity's runs, and nothing failed.
+  for (const auto& e : entities)
+    for (const char* stage : {"fetcher", "stager", "reconciler"})
+      CHECK_MESSAGE(db.count(fmt::format("SELECT count(*) FROM sync_status WHERE sync_type = '{}' "
+                                         "AND stage = '{}'",
+                                         e, stage)) > 0,
+                    e, " ", stage);
+  CHECK(db.count("SELECT count(*) FROM sync_status WHERE status = 'failed'") == 0);
+  CHECK(db.count("SELECT records_fetched FROM sync_status WHERE stage = 'fetcher' AND "
+                 "sync_type = 'pianos' AND status = 'success' ORDER BY started_at LIMIT 1") ==
+        static_cast<std::int64_t>(upstream("pianos").size()));
+
+  // The embedded monitor: /health turns healthy once a snapshot saw everything through, and
+  // /metrics carries the stages' own counters next to the database-derived series.
+  std::string port;
+  REQUIRE(test::eventually(
+      [&] {
+        auto log = run.log_text();
+        auto at = log.find("event=monitor.listening");
+        if (at == std::string::npos) return false;
+        auto p = log.find("port=", at);
+        port = log.substr(p + 5, log.find_first_not_of("0123456789", p + 5) - p - 5);
+        return true;
+      },
+      10s));
+  StopToken never;
+  fetcher::HttpClient http(5s, true, never);
+  std::string base = "http://127.0.0.1:" + port;
+  CHECK(test::eventually([&] { return http.get(base + "/health", {}).status == 200; }, 20s));
+  auto metrics = http.get(base + "/metrics", {}).body;
+  for (const char* series :
+       {"ingestd_records_total{entity=\"pianos\",outcome=\"applied\",stage=\"reconciler\"}",
+        "ingestd_upstream_requests_total{entity=\"pianos\",status=\"2xx\"}",
+        "ingestd_spool_files_total{entity=\"pianos\",outcome=\"loaded\"}",
+        "ingestd_freshness_score{entity=\"pianos\"} 100", "ingestd_process_open_fds"})
+    CHECK_MESSAGE(metrics.find(series) != std::string::npos, series);
 
   run.signal(SIGTERM);
   CHECK(run.wait(10s) == 0);
