@@ -22,5 +22,6 @@ int placeholders(const Args& args);
 int run(const Args& args);      // fetcher + stager + reconciler in one process
 int monitor(const Args& args);  // long-lived: /metrics, /health, /ready, alerts
 int status(const Args& args);   // exit 0 all healthy, 1 otherwise
+int resync(const Args& args);   // core/cli/resync_command.cpp
 
 }  // namespace ingestd::cli

@@ -33,6 +33,9 @@ constexpr Command kCommands[] = {
      "long-lived: serve /metrics, /health and /ready from the database; send alerts"},
     {"status", ingestd::cli::status,
      "the health of every entity as a table (--json); exit 0 when all are healthy, else 1"},
+    {"resync", ingestd::cli::resync,
+     "refetch a window (--entity E --from D --to D) or everything (--full), follow it into "
+     "production and count what changed"},
     {"placeholders", ingestd::cli::placeholders,
      "list placeholder rows still waiting for their record, with who references them"},
     {"migrate", ingestd::cli::migrate,
