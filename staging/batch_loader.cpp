@@ -3,6 +3,7 @@
 #include <chrono>
 #include <climits>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -125,6 +126,7 @@ void BatchLoader::attempt(Path path) {
   try {
     claim_ledger_rows();
     failpoint("stager.after_ledger");
+    lock_runs();
     // Summaries before run_ends: a run_end closes the row a summary of its run opened.
     for (const auto& f : files_)
       if (f.ledger_id != 0 && f.reader->meta().kind == spool::Kind::run_summary)
@@ -157,8 +159,22 @@ void BatchLoader::attempt(Path path) {
   }
 }
 
+// A run's summaries and its run_end may be staged by two workers at the same moment: each
+// transaction first locks the runs it reports on (sorted, so two batches cannot deadlock), so
+// the later one sees what the earlier committed.
+void BatchLoader::lock_runs() {
+  std::set<std::string> runs;
+  for (const auto& f : files_)
+    if (f.ledger_id != 0 && f.reader->meta().kind != spool::Kind::page)
+      runs.insert(f.reader->meta().run_id);
+  for (const auto& run : runs)
+    conn_->query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                 "ingestd.fetch_run/" + entity_.name + "/" + run);
+}
+
 // The fetcher's sync_status row. Two stager workers may stage a run's summaries out of
-// order: the newest summary (by its write time, the file's fetched_at) wins.
+// order: the newest summary (by its write time, the file's fetched_at) wins. A 'running'
+// summary staged after its run_end (written earlier, staged later) reports the run's end.
 void BatchLoader::record_run_summary(const spool::Meta& m) {
   const spool::RunSummary& r = m.summary;
   std::string statuses;
@@ -173,11 +189,16 @@ void BatchLoader::record_run_summary(const spool::Meta& m) {
   conn_->query(
       "INSERT INTO sync_status AS s (sync_type, stage, run_id, mode, started_at, completed_at, "
       "status, records_fetched, error_rate, error_summary, performance_metrics, host, pid, "
-      "heartbeat_at) VALUES ($1, 'fetcher', $2, $3, $4, $5, $6, $7, least($8::float8, 100), "
+      "heartbeat_at) SELECT $1, 'fetcher', $2, $3, $4, CASE WHEN r.completed_at IS NOT NULL AND "
+      "$6 = 'running' THEN r.completed_at ELSE $5::timestamptz END, CASE WHEN r.completed_at IS "
+      "NOT NULL AND $6 = 'running' THEN 'success' ELSE $6 END, CASE WHEN r.completed_at IS NOT "
+      "NULL AND $6 = 'running' THEN least(r.records, 2147483647) ELSE $7 END, least($8::float8, "
+      "100), "
       "jsonb_build_object('error', $9::text, 'statuses', $10::jsonb), "
       "jsonb_build_object('pages', $11::bigint, 'requests', $12::bigint, 'retries', "
       "$13::bigint, 'throttled_seconds', $14::float8, 'duration_seconds', greatest($15::float8, "
-      "0)), $16, $17, $18)\n"
+      "0)), $16, $17, $18 FROM (SELECT NULL) one LEFT JOIN ingestd_fetch_runs r ON r.entity = "
+      "$1 AND r.run_id = $2 AND r.completed_at >= $18::timestamptz\n"
       "ON CONFLICT (stage, sync_type, run_id) DO UPDATE SET mode = EXCLUDED.mode, started_at = "
       "EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, status = EXCLUDED.status, "
       "records_fetched = EXCLUDED.records_fetched, error_rate = EXCLUDED.error_rate, "

@@ -60,6 +60,7 @@ class BatchLoader {
   void read_files(const std::vector<std::filesystem::path>& paths, Totals& totals);
   void attempt(Path path);
   void claim_ledger_rows();
+  void lock_runs();
   void record_run_summary(const spool::Meta& m);
   void stage_records(Path path, std::optional<InFlight::Claim>& claim);
   void stage_rows(std::vector<const Row*>& rows, Path path);

@@ -194,3 +194,16 @@ TEST_CASE("a run left running by a dead process is closed as failed at the next 
   CHECK(f.get("SELECT status FROM sync_status WHERE run_id = 'alive'") == "running");
   CHECK(f.get("SELECT status FROM sync_status WHERE run_id = 'elsewhere'") == "running");
 }
+
+TEST_CASE("a running summary staged after its run_end still reports the run finished") {
+  // Two stager workers can stage the marker before the summary written before it.
+  Fixture f;
+  auto t0 = std::chrono::system_clock::now() - 1min;
+  test::spool_page(f.spool, "clients", {client(1), client(2)}, 1, "r1");
+  test::spool_run_end(f.spool, "clients", "r1", "incremental", 1, 2);
+  f.stage();
+  f.summary("r1", "running", t0);
+  f.stage();
+  CHECK(f.get("SELECT concat_ws('|', status, records_fetched, completed_at IS NOT NULL) FROM "
+              "sync_status WHERE stage = 'fetcher' AND run_id = 'r1'") == "success|2|t");
+}
