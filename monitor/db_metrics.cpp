@@ -152,12 +152,13 @@ std::vector<MetricFamily> monitor_families(const MonitorState& st) {
   if (st.last_snapshot_timestamp > 0) last.add({}, st.last_snapshot_timestamp);
   Family alerts("ingestd_alerts_total",
                 "Alert messages by result: sent, failed (undelivered), suppressed (rate "
-                "limit), recovery",
+                "limit), recovery, dropped (queue full or shutdown)",
                 MetricType::Counter);
   alerts.add({{"result", "sent"}}, static_cast<double>(st.alerts.sent));
   alerts.add({{"result", "failed"}}, static_cast<double>(st.alerts.failed));
   alerts.add({{"result", "suppressed"}}, static_cast<double>(st.alerts.suppressed));
   alerts.add({{"result", "recovery"}}, static_cast<double>(st.alerts.recoveries));
+  alerts.add({{"result", "dropped"}}, static_cast<double>(st.alerts.dropped));
   std::vector<MetricFamily> out;
   for (Family* f : {&up, &seconds, &last, &alerts}) f->into(out);
   return out;

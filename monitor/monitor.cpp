@@ -1,5 +1,7 @@
 #include "monitor/monitor.hpp"
 
+#include <systemd/sd-daemon.h>
+
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -97,6 +99,7 @@ void Monitor::Impl::poll_forever() {
   bool first = true;
   while (!stop.stop_requested()) {
     auto wait = cfg.monitor_poll_interval;
+    sd_notify(0, "WATCHDOG=1");  // a hung poll loop gets the unit restarted (deploy/systemd)
     try {
       if (!conn || !conn->healthy()) {
         conn.reset();
@@ -205,8 +208,10 @@ int run(const config::Config& config, const StopToken& stop) {
   }
   log::info("monitor.started", "entities={} poll_interval_ms={}", config.entities.size(),
             config.monitor_poll_interval.count());
+  sd_notify(0, "READY=1\nSTATUS=serving /metrics, /health, /ready");
   while (!stop.wait_for(std::chrono::minutes(10))) {
   }
+  sd_notify(0, "STOPPING=1");
   monitor.stop();
   log::info("monitor.stopped");
   return 0;
