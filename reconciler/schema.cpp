@@ -144,6 +144,13 @@ SchemaReport ensure_tables(pg::Connection& conn, const config::Config& config) {
         }
       }
 
+      // The monitor counts open placeholders every poll: a partial index keeps that a lookup
+      // of the few placeholder rows instead of a scan of the whole table.
+      if (!t.user_owned && columns.count("is_placeholder"))
+        conn.exec_script(fmt::format(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (id) WHERE is_placeholder",
+            pg::Identifier(t.name.substr(0, 50) + "_placeholders").quoted(), table.quoted()));
+
       if (columns.count("id")) {
         auto pk = conn.query(
             "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND "

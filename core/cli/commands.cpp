@@ -223,9 +223,11 @@ int run_reconciler(const Args& args, std::string_view command, reconciler::RunMo
     int rc = reconciler::run(*cfg, stop, opts, &t);
     if (mode == reconciler::RunMode::until_empty)
       std::printf(
-          "applied %lld, superseded %lld, skipped %lld, retry later %lld, dead %lld, "
-          "placeholders %lld, deleted %lld\n",
-          static_cast<long long>(t.applied), static_cast<long long>(t.superseded),
+          "applied %lld (new %lld, filled %lld, changed %lld, unchanged %lld), superseded "
+          "%lld, skipped %lld, retry later %lld, dead %lld, placeholders %lld, deleted %lld\n",
+          static_cast<long long>(t.applied), static_cast<long long>(t.applied_new),
+          static_cast<long long>(t.applied_filled), static_cast<long long>(t.applied_changed),
+          static_cast<long long>(t.applied_unchanged), static_cast<long long>(t.superseded),
           static_cast<long long>(t.skipped), static_cast<long long>(t.retried),
           static_cast<long long>(t.dead), static_cast<long long>(t.placeholders),
           static_cast<long long>(t.deleted));
