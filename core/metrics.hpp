@@ -23,6 +23,7 @@ namespace ingestd::metrics {
 [[nodiscard]] std::string exposition();
 
 // ingestd_records_total{stage, entity, outcome}: records leaving a stage, by outcome.
+//   fetcher:    fetched
 //   stager:     staged | duplicate | flagged
 //   reconciler: applied | superseded | skipped | retried | dead
 prometheus::Counter& records(std::string_view stage, std::string_view entity,
@@ -30,7 +31,8 @@ prometheus::Counter& records(std::string_view stage, std::string_view entity,
 // ingestd_stage_runs_total{stage, entity, status}: runs this process finished (success|failed).
 prometheus::Counter& stage_runs(std::string_view stage, std::string_view entity,
                                 std::string_view status);
-// ingestd_spool_files_total{entity, outcome}: loaded | replayed | quarantined | run_end.
+// ingestd_spool_files_total{entity, outcome}: loaded | replayed | quarantined | run_end |
+// run_summary.
 prometheus::Counter& spool_files(std::string_view entity, std::string_view outcome);
 // ingestd_upstream_requests_total{entity, status}: 2xx | 3xx | 4xx | 429 | 5xx | error
 // (no HTTP answer: timeout, connection refused, truncated).

@@ -17,6 +17,8 @@ packages=(
   prometheus
   # benchmarks: peak RSS via /usr/bin/time, statistics in python3
   time python3
+  # packaging: dpkg-shlibdeps fills the .deb's Depends
+  dpkg-dev file
 )
 
 missing=()

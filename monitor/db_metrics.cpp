@@ -72,6 +72,8 @@ std::vector<MetricFamily> snapshot_families(const Snapshot& snap) {
                       "Completion time of the newest successful run, per stage", G);
   Family runs("ingestd_runs_total", "Finished runs recorded in sync_status, by status", C);
   Family running("ingestd_runs_running", "Runs recorded as running in sync_status", G);
+  Family last_failed("ingestd_last_run_failed",
+                     "1 when the stage's newest run in sync_status failed, else 0", G);
   Family stale("ingestd_runs_stale",
                "Running runs whose heartbeat is older than 5 minutes (writer gone)", G);
   Family duration("ingestd_run_duration_seconds",
@@ -99,6 +101,7 @@ std::vector<MetricFamily> snapshot_families(const Snapshot& snap) {
       Labels esl = {{"entity", e.entity}, {"stage", stage}};
       if (s.last_success) last_success.add(esl, seconds_since_epoch(*s.last_success));
       running.add(esl, static_cast<double>(s.running));
+      last_failed.add(esl, s.last_status == "failed" ? 1 : 0);
       stale.add(esl, static_cast<double>(s.stale));
       if (!snap.has_totals) continue;
       runs.add({{"entity", e.entity}, {"stage", stage}, {"status", "success"}},
@@ -133,9 +136,9 @@ std::vector<MetricFamily> snapshot_families(const Snapshot& snap) {
   }
 
   std::vector<MetricFamily> out;
-  for (Family* f :
-       {&health, &fresh_s, &fresh_score, &last_success, &runs, &running, &stale, &duration,
-        &records, &requests, &throttled, &created, &backlog, &open, &spool, &quarantined})
+  for (Family* f : {&health, &fresh_s, &fresh_score, &last_success, &runs, &running, &last_failed,
+                    &stale, &duration, &records, &requests, &throttled, &created, &backlog, &open,
+                    &spool, &quarantined})
     f->into(out);
   return out;
 }
