@@ -1,27 +1,31 @@
 // The long-lived fetcher: one thread per entity, so an entity whose upstream keeps failing
 // backs off alone; the rate limit is shared per source.
-#include <systemd/sd-daemon.h>
-
 #include <thread>
 #include <vector>
 
 #include "core/backoff.hpp"
 #include "core/log.hpp"
+#include "core/notify.hpp"
 #include "core/stop.hpp"
 #include "fetcher/fetcher.hpp"
 
 namespace ingestd::fetcher {
 
+// Each entity loop is a heartbeat (core/notify.hpp): it beats every turn and while it waits
+// for its schedule or a backoff, and a run beats per request attempt and through its own
+// pauses (fetcher/run.cpp, rate_limiter.hpp). A loop stuck anywhere stops the watchdog pings.
 void Fetcher::entity_loop(const config::Entity& e) {
+  notify::Heartbeat heartbeat("fetcher." + e.name);
   Backoff failures(std::chrono::seconds(5),
                    std::max<std::chrono::milliseconds>(e.every, std::chrono::seconds(5)));
   while (!stop_.stop_requested()) {
+    notify::beat();
     Checkpoint cp;
     try {
       cp = load_checkpoint(config_.fetcher_state_dir, e.name);
     } catch (const std::exception& err) {
       log::error("fetcher.checkpoint_unreadable", "entity={} error={}", e.name, log::q(err.what()));
-      stop_.wait_for(failures.next());
+      notify::wait(stop_, failures.next());
       continue;
     }
     auto now = std::chrono::system_clock::now();
@@ -30,8 +34,8 @@ void Fetcher::entity_loop(const config::Entity& e) {
     bool due = cp.current || full_due || !cp.last_completed || now - *cp.last_completed >= e.every;
     if (!due) {
       auto until = *cp.last_completed + e.every - now;
-      stop_.wait_for(std::min(std::chrono::duration_cast<std::chrono::milliseconds>(until),
-                              std::chrono::milliseconds(60'000)));
+      notify::wait(stop_, std::min(std::chrono::duration_cast<std::chrono::milliseconds>(until),
+                                   std::chrono::milliseconds(60'000)));
       continue;
     }
     RunResult r;
@@ -47,21 +51,25 @@ void Fetcher::entity_loop(const config::Entity& e) {
     } else {
       auto wait = failures.next();
       log::warn("fetcher.entity_backoff", "entity={} retry_in_ms={}", e.name, wait.count());
-      stop_.wait_for(wait);
+      notify::wait(stop_, wait);
     }
   }
 }
 
 int Fetcher::run_forever() {
-  sd_notify(0, "READY=1\nSTATUS=fetching");
+  for (const auto& src : config_.sources)
+    notify::check_step("sources." + src.name + ".timeout", src.timeout);
   log::info("fetcher.started", "entities={} spool={}", config_.entities.size(),
             log::q(config_.spool_dir.string()));
   {
     std::vector<std::jthread> threads;
     for (const auto& e : config_.entities) threads.emplace_back([this, &e] { entity_loop(e); });
-    while (!stop_.wait_for(std::chrono::seconds(5))) sd_notify(0, "WATCHDOG=1");
+    notify::ready("fetcher", "fetching");
+    // Nothing to do here but wait: the entity loops beat for the watchdog themselves.
+    while (!stop_.wait_for(std::chrono::hours(1))) {
+    }
+    notify::stopping();
   }
-  sd_notify(0, "STOPPING=1");
   log::info("fetcher.stopped");
   return 0;
 }

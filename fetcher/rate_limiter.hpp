@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "core/notify.hpp"
 #include "core/stop.hpp"
 
 namespace ingestd::fetcher {
@@ -42,7 +43,8 @@ class RateLimiter {
               static_cast<long>(std::ceil((1 - tokens_) / per_second_ * 1000)));
         }
       }
-      if (stop.wait_for(std::max(wait, std::chrono::milliseconds(1)))) {
+      // Beats through a Retry-After of up to an hour (core/notify.hpp).
+      if (notify::wait(stop, std::max(wait, std::chrono::milliseconds(1)))) {
         ok = false;
         break;
       }

@@ -1,7 +1,5 @@
 #include "monitor/monitor.hpp"
 
-#include <systemd/sd-daemon.h>
-
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -16,6 +14,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "core/notify.hpp"
 #include "core/pg.hpp"
 #include "core/stop.hpp"
 #include "monitor/alerts.hpp"
@@ -89,7 +88,10 @@ void Monitor::Impl::failed(const std::string& database_state, const std::string&
   state.database_up = false;
 }
 
+// The poll loop is a heartbeat (core/notify.hpp): a snapshot stuck behind a lock stops the
+// process's watchdog pings (`ingestd monitor` and `ingestd run` alike).
 void Monitor::Impl::poll_forever() {
+  notify::Heartbeat heartbeat("monitor.poll");
   Backoff backoff(cfg.database_retry_initial, cfg.database_retry_max);
   std::optional<pg::Connection> conn;
   RunHistory history;
@@ -99,7 +101,7 @@ void Monitor::Impl::poll_forever() {
   bool first = true;
   while (!stop.stop_requested()) {
     auto wait = cfg.monitor_poll_interval;
-    sd_notify(0, "WATCHDOG=1");  // a hung poll loop gets the unit restarted (deploy/systemd)
+    notify::beat();
     try {
       if (!conn || !conn->healthy()) {
         conn.reset();
@@ -125,7 +127,7 @@ void Monitor::Impl::poll_forever() {
     } catch (const std::exception& e) {
       failed("error", e.what());
     }
-    stop.wait_for(wait);
+    notify::wait(stop, wait);
   }
 }
 
@@ -174,6 +176,8 @@ Monitor::~Monitor() {
 void Monitor::start() {
   if (impl_->loop.joinable()) return;
   Impl* impl = impl_.get();
+  notify::check_step("database.connect_timeout", impl->cfg.database_connect_timeout);
+  notify::check_step("monitor snapshot (statement_timeout)", std::chrono::seconds(60));
   if (!impl->cfg.monitor_listen.empty()) {
     impl->server = std::make_unique<http::Server>(
         impl->cfg.monitor_listen,
@@ -208,10 +212,10 @@ int run(const config::Config& config, const StopToken& stop) {
   }
   log::info("monitor.started", "entities={} poll_interval_ms={}", config.entities.size(),
             config.monitor_poll_interval.count());
-  sd_notify(0, "READY=1\nSTATUS=serving /metrics, /health, /ready");
+  notify::ready("monitor", "serving /metrics, /health, /ready");
   while (!stop.wait_for(std::chrono::minutes(10))) {
   }
-  sd_notify(0, "STOPPING=1");
+  notify::stopping();
   monitor.stop();
   log::info("monitor.stopped");
   return 0;

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/inotify.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "core/notify.hpp"
 #include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/spool.hpp"
@@ -75,6 +75,7 @@ std::int64_t purge_with(pg::Connection& conn, const config::Config& cfg, const S
                             cfg.staging_purge_batch);
         deleted += r.affected();
         if (r.affected() < cfg.staging_purge_batch || stop.stop_requested()) break;
+        notify::beat();  // a month of rows is many batches
       }
     } catch (const pg::Error& err) {
       if (err.retryable()) throw;  // the connection is gone: the caller reconnects
@@ -111,10 +112,13 @@ class Worker {
   }
 
   // 0: stopped or drained; 1: an entity failed for a reason other than the database.
+  // Each worker is a heartbeat (core/notify.hpp): it beats every turn, after every batch and
+  // while it waits, so a worker stuck in a statement stops the process's watchdog pings.
   int run() {
+    notify::Heartbeat heartbeat(fmt::format("stager.worker{}", index_));
     auto next_purge = Clock::now() + std::chrono::seconds(10);
     while (!stop_.stop_requested()) {
-      if (index_ == 0) sd_notify(0, "WATCHDOG=1");
+      notify::beat();
       if (!conn_ && !connect()) continue;
       Pass pass = stage_pass();
       if (!pass.db_lost && index_ == 0) pass.db_lost = !flush_runs();
@@ -127,7 +131,7 @@ class Worker {
         purge_and_prune();
       }
       if (mode_ == RunMode::until_empty && !pass.worked && (!pass.waiting || any_failed_)) break;
-      if (!pass.worked) watch_.wait(stop_, cfg_.staging_poll_interval);
+      if (!pass.worked) watch_.wait(stop_, std::min(cfg_.staging_poll_interval, notify::slice()));
     }
     // Long-lived: a clean stop is success. Once: success only if nothing is left failing.
     if (mode_ == RunMode::forever) return 0;
@@ -165,7 +169,7 @@ class Worker {
       auto wait = db_backoff_.next();
       log::warn("stager.database_unreachable", "worker={} attempt={} retry_in_ms={} error={}",
                 index_, db_backoff_.attempts(), wait.count(), log::q(e.what()));
-      stop_.wait_for(wait);
+      notify::wait(stop_, wait);
       return false;
     }
   }
@@ -216,6 +220,7 @@ class Worker {
           auto started = Clock::now();
           st.loader.load(*conn_, batch, totals_);
           count(e.name, before, std::chrono::duration<double>(Clock::now() - started).count());
+          notify::beat();
           pass.worked = true;
           if (st.failing) log::info("stager.entity_recovered", "entity={}", e.name);
           st.failing = false;
@@ -360,14 +365,15 @@ int run(const config::Config& cfg, const StopToken& stop, RunMode mode, Totals* 
   for (int i = 0; i < count; ++i)
     workers.push_back(std::make_unique<Worker>(cfg, stop, mode, i, count, in_flight, known, runs));
 
-  sd_notify(0, "READY=1\nSTATUS=staging");
+  notify::check_step("database.connect_timeout", cfg.database_connect_timeout);
   log::info("stager.started", "entities={} workers={} spool={} mode={}", cfg.entities.size(), count,
             log::q(cfg.spool_dir.string()), mode == RunMode::forever ? "forever" : "until_empty");
+  if (mode == RunMode::forever) notify::ready("stager", "staging");
 
   int code =
       run_parallel(count, [&](int i) { return workers[static_cast<std::size_t>(i)]->run(); });
 
-  sd_notify(0, "STOPPING=1");
+  if (mode == RunMode::forever) notify::stopping();
   runs.close_at_exit(connect_options(cfg));
   Totals totals;
   for (const auto& w : workers) add(totals, w->totals());

@@ -16,6 +16,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/migrations.hpp"
+#include "core/notify.hpp"
 #include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/stop.hpp"
@@ -337,7 +338,9 @@ int placeholders(const Args& args) {
 
 // Fetcher, stager and reconciler in one process, each on its own thread(s), sharing one stop:
 // SIGTERM stops all three as the separate services stop; a stage that crashes stops the others
-// and the process exits 1, so systemd restarts the whole.
+// and the process exits 1, so systemd restarts the whole. systemd hears READY=1 once all four
+// stages (the monitor too) are ready, and WATCHDOG=1 only while every loop of every stage
+// beats (core/notify.hpp); the first stage to stop says STOPPING=1.
 int run(const Args& args) {
   int code = 0;
   auto vm = parse(args, "run", po::options_description{}, &code);
@@ -346,6 +349,7 @@ int run(const Args& args) {
   if (!cfg) return 2;
   StopToken stop;
   stop_on_signals(stop);
+  notify::expect({"monitor", "fetcher", "stager", "reconciler"});
   // The monitor serves /metrics (the stages' counters share this process's registry),
   // /health and /ready on monitor.listen; the stages' own metrics ports are not used here.
   monitor::Monitor mon(*cfg);
@@ -354,6 +358,7 @@ int run(const Args& args) {
         return 0;
       }) != 0)
     return 1;
+  notify::ready("monitor", "serving /metrics, /health, /ready");
   const std::array<std::pair<std::string_view, std::function<int()>>, 3> stages = {{
       {"fetcher", [&] { return fetcher::Fetcher(*cfg, stop).run_forever(); }},
       {"stager", [&] { return staging::run(*cfg, stop, staging::RunMode::forever); }},
@@ -370,6 +375,7 @@ int run(const Args& args) {
     if (rc != 0) stop.request_stop();  // one stage down: the process exits, systemd restarts it
     return codes[static_cast<std::size_t>(i)] = rc;
   });
+  notify::stopping();  // already said by the first stage to stop; here if none started
   mon.stop();
   log::info("run.stopped", "fetcher={} stager={} reconciler={}", codes[0], codes[1], codes[2]);
   return code_max;
