@@ -103,6 +103,10 @@ class Loader {
     bool named_children = self && self->type == Type::map;
     for (const auto& kv : map) {
       int line = kv.first.Mark().line + 1;
+      if (!kv.first.IsScalar()) {  // `? [a, b]: c` or `~: c`: as<std::string>() would throw
+        error(line, path, "a key must be a name, not a list, a mapping or null");
+        continue;
+      }
       std::string name = kv.first.as<std::string>();
       std::string child_path = join(path, name);
       std::string child_pattern = named_children ? join(pattern, "*") : join(pattern, name);
@@ -732,7 +736,7 @@ std::optional<Duration> parse_duration(std::string_view text) {
     std::size_t unit_start = i;
     while (i < text.size() && text[i] >= 'a' && text[i] <= 'z') ++i;
     std::string_view unit = text.substr(unit_start, i - unit_start);
-    std::int64_t mult = 0;
+    std::int64_t mult = 0, part = 0;
     if (unit == "ms")
       mult = 1;
     else if (unit == "s")
@@ -745,7 +749,10 @@ std::optional<Duration> parse_duration(std::string_view text) {
       mult = 86'400'000;
     else
       return std::nullopt;
-    total += n * mult;
+    // 12 digits of days overflow 64 bits of milliseconds: saturate, and the key's range
+    // check reports the value as out of range.
+    if (__builtin_mul_overflow(n, mult, &part) || __builtin_add_overflow(total, part, &total))
+      return Duration::max();
   }
   return Duration{total};
 }

@@ -150,6 +150,19 @@ fs::path write_run_end(const fs::path& spool, const Meta& meta) {
   return path;
 }
 
+void use_max_depth(simdjson::ondemand::parser& parser) {
+  // Allocation failure leaves the default depth: the parser allocates again when it first runs.
+  auto ignored = parser.allocate(64 * 1024, kMaxDepth);
+  (void)ignored;
+}
+
+fs::path write_received(const fs::path& spool, const Meta& meta, std::string_view body) {
+  fs::path path =
+      incoming_dir(spool, meta.entity) / file_name(meta, fmt::format("p{:06}_received", meta.page));
+  write_atomically(path, body);
+  return path;
+}
+
 fs::path write_run_summary(const fs::path& spool, const Meta& meta) {
   Meta m = meta;
   m.kind = Kind::run_summary;
@@ -229,6 +242,8 @@ void PageReader::fail(std::string_view what, simdjson::error_code e) {
   // On-Demand reports where it stumbled, not why; a full parse (only on this rare path)
   // tells "this is not JSON at all" apart from "JSON, but not a spool document".
   simdjson::dom::parser full;
+  auto ignored = full.allocate(original_.size(), kMaxDepth);
+  (void)ignored;
   if (auto err = full.parse(original_).error())
     throw FormatError(fmt::format("not JSON: {}", simdjson::error_message(err)));
   throw FormatError(fmt::format("{}: {}", what, simdjson::error_message(e)));
@@ -458,11 +473,17 @@ bool PageReader::next(Record& out, const std::vector<std::string>& id_path) {
     } else if (e) {
       fail("not JSON", e);
     } else {
+      // A bad id value (`"id": x`, a string with a bad escape) spoils this record only: the
+      // document stays usable, so the record is flagged and the others are staged.
       ondemand::json_type idt;
-      if (auto e2 = cur.type().get(idt)) fail("not JSON", e2);
-      if (idt == ondemand::json_type::string) {
-        std::string_view s;
-        if (auto e2 = cur.get_string().get(s)) fail("not JSON", e2);
+      std::string_view s;
+      simdjson::error_code e2 = cur.type().get(idt);
+      if (!e2 && idt == ondemand::json_type::string) e2 = cur.get_string().get(s);
+      if (e2 && !doc_.is_alive()) fail("not JSON", e2);
+      if (e2) {
+        out.invalid_reason =
+            fmt::format("id field '{}' is not valid JSON: {}", joined, error_message(e2));
+      } else if (idt == ondemand::json_type::string) {
         if (s.empty())
           out.invalid_reason = fmt::format("id field '{}' is an empty string", joined);
         else

@@ -24,6 +24,12 @@ namespace ingestd::spool {
 
 inline constexpr int kFormatVersion = 1;
 
+// JSON nesting the fetcher and the stager accept (simdjson's default is 1024, and a deeper
+// record would stop its whole page). Postgres stores a jsonb ~10 000 deep with its default
+// 2 MB stack, so this stays below that. A parser gets it from use_max_depth().
+inline constexpr std::size_t kMaxDepth = 8192;
+void use_max_depth(simdjson::ondemand::parser& parser);
+
 enum class Kind { page, run_end, run_summary };
 
 // A fetch run's summary (kind run_summary): written when the run starts or resumes, every
@@ -79,6 +85,11 @@ fs::path write_run_end(const fs::path& spool, const Meta& meta);
 
 // Writes a run summary (kind run_summary); meta.summary is the content.
 fs::path write_run_summary(const fs::path& spool, const Meta& meta);
+
+// Writes a response body exactly as received, under a page name ending in `_received`. It is
+// not a spool document, so the stager quarantines it with its bytes: the fetcher keeps this
+// way what it could not spool verbatim (bytes that are not UTF-8, see fetcher/README.md).
+fs::path write_received(const fs::path& spool, const Meta& meta, std::string_view body);
 
 // Files waiting in incoming/<entity>, oldest name first (names start with the fetch time).
 [[nodiscard]] std::vector<fs::path> pending(const fs::path& spool, std::string_view entity);

@@ -1,5 +1,6 @@
 #include "core/time.hpp"
 
+#include <cstdint>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -72,7 +73,13 @@ std::optional<SysTime> parse_rfc3339(std::string_view s) {
   tm.tm_min = *min;
   tm.tm_sec = *sec;
   std::time_t t = timegm(&tm);
-  return SysTime{} + std::chrono::seconds(t - offset_sec) + std::chrono::microseconds(micros);
+  // SysTime counts nanoseconds in 64 bits: 1677-09-21 to 2262-04-11. Beyond (0001-01-01 or
+  // 9999-12-31, which APIs use as "never"), the conversion below would overflow.
+  constexpr std::int64_t limit =
+      std::chrono::duration_cast<std::chrono::seconds>(SysTime::duration::max()).count() - 1;
+  std::int64_t secs = static_cast<std::int64_t>(t) - offset_sec;
+  if (secs > limit || secs < -limit) return std::nullopt;
+  return SysTime{} + std::chrono::seconds(secs) + std::chrono::microseconds(micros);
 }
 
 }  // namespace ingestd

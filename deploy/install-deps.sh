@@ -17,8 +17,10 @@ packages=(
   prometheus
   # benchmarks: peak RSS via /usr/bin/time, statistics in python3
   time python3
-  # packaging: dpkg-shlibdeps fills the .deb's Depends
-  dpkg-dev file
+  # fuzzing (tests/fuzz/): clang with libFuzzer and the sanitizer runtimes
+  clang libclang-rt-14-dev
+  # packaging: dpkg-shlibdeps fills the .deb's Depends; systemd-analyze checks the units
+  dpkg-dev file systemd
 )
 
 missing=()

@@ -12,11 +12,113 @@ using namespace simdjson;
   if (e == SUCCESS) throw BadResponse(std::string(what));
   throw BadResponse(fmt::format("{}: {}", what, error_message(e)));
 }
+
+// `in` with every maximal ill-formed subsequence replaced by U+FFFD (Unicode 15, 3.9 "U+FFFD
+// Substitution of Maximal Subparts", as browsers decode); returns how many were replaced.
+std::size_t replace_invalid_utf8(std::string_view in, std::string& out) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::size_t replaced = 0;
+  out.clear();
+  out.reserve(in.size() + 64);
+  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(in[i]); };
+  for (std::size_t i = 0; i < in.size();) {
+    unsigned char b = byte(i);
+    if (b < 0x80) {
+      out += static_cast<char>(b);
+      ++i;
+      continue;
+    }
+    std::size_t need = 0;                // continuation bytes after the lead byte
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the first of them
+    if (b >= 0xC2 && b <= 0xDF) {
+      need = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      need = 2;
+      if (b == 0xE0) lo = 0xA0;  // no overlong forms
+      if (b == 0xED) hi = 0x9F;  // no surrogates
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      need = 3;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
+    }
+    std::size_t len = 1;  // the bytes of the sequence that fit so far
+    while (len <= need && i + len < in.size()) {
+      unsigned char c = byte(i + len);
+      if (c < (len == 1 ? lo : 0x80) || c > (len == 1 ? hi : 0xBF)) break;
+      ++len;
+    }
+    if (need > 0 && len == need + 1) {
+      out.append(in.substr(i, len));
+    } else {
+      out += kReplacement;
+      ++replaced;
+    }
+    i += len;
+  }
+  return replaced;
+}
+
+// "Not there" and "not that type" leave an On-Demand document usable. Any other error is a
+// broken structure that simdjson treats as fatal: the iterator is abandoned, and going on
+// (rewind(), reset(), raw_json()) dereferences a null parser. The body is then not JSON.
+bool usable_after(error_code e) {
+  return e == SUCCESS || e == NO_SUCH_FIELD || e == INCORRECT_TYPE;
+}
+
+// The structure of a whole record: brackets, commas, colons, keys, where each value starts.
+// On-Demand checks only what it reads, and the stager reads other parts of a record than this
+// reader (its id): a broken structure there would make it quarantine the whole page. Numbers
+// are not parsed and strings not unescaped: Postgres judges those, and the stager keeps a
+// record it refuses as text.
+// `depth` bounds the recursion (spool::kMaxDepth, the nesting the parser accepts).
+error_code check_structure(ondemand::value v, std::size_t depth);
+
+error_code check_structure(ondemand::object& o, std::size_t depth = 0) {
+  if (depth >= spool::kMaxDepth) return DEPTH_ERROR;
+  for (auto item : o) {
+    ondemand::field f;
+    if (auto e = std::move(item).get(f)) return e;
+    if (auto e = check_structure(f.value(), depth + 1)) return e;
+  }
+  return SUCCESS;
+}
+
+error_code check_structure(ondemand::array& a, std::size_t depth = 0) {
+  if (depth >= spool::kMaxDepth) return DEPTH_ERROR;
+  for (auto item : a) {
+    ondemand::value el;
+    if (auto e = item.get(el)) return e;
+    if (auto e = check_structure(el, depth + 1)) return e;
+  }
+  return SUCCESS;
+}
+
+error_code check_structure(ondemand::value v, std::size_t depth) {
+  ondemand::json_type t;
+  if (auto e = v.type().get(t)) return e;
+  if (t == ondemand::json_type::string) {
+    // Read (not unescaped): skipping a string followed by ':' would take it for a key.
+    ondemand::raw_json_string raw;
+    return v.get_raw_json_string().get(raw);
+  }
+  if (t == ondemand::json_type::object) {
+    ondemand::object o;
+    if (auto e = v.get_object().get(o)) return e;
+    return check_structure(o, depth);
+  }
+  if (t == ondemand::json_type::array) {
+    ondemand::array a;
+    if (auto e = v.get_array().get(a)) return e;
+    return check_structure(a, depth);
+  }
+  return SUCCESS;
+}
 }  // namespace
 
 ResponseReader::ResponseReader(std::string_view records_path, std::string_view updated_at_path,
                                bool relay)
     : updated_at_(spool::split_path(updated_at_path)), relay_(relay) {
+  spool::use_max_depth(parser_);
   if (records_path.empty()) {
     records_.push_back({"", true});
   } else {
@@ -41,12 +143,21 @@ ResponseReader::ResponseReader(std::string_view records_path, std::string_view u
 Page ResponseReader::read(std::string_view body) {
   buffer_ = padded_string(body);
   Page page;
-  if (auto e = parser_.iterate(buffer_).get(doc_)) bad("not JSON", e);
+  auto parsed = parser_.iterate(buffer_).get(doc_);
+  if (parsed == UTF8_ERROR) {
+    std::string repaired;
+    page.replaced = replace_invalid_utf8(body, repaired);
+    buffer_ = padded_string(repaired);
+    parsed = parser_.iterate(buffer_).get(doc_);
+  }
+  if (parsed) bad("not JSON", parsed);
   // A GraphQL server reports failures with HTTP 200 and an "errors" member.
   ondemand::object root;
-  if (!doc_.get_object().get(root)) {
+  auto probe = doc_.get_object().get(root);
+  if (!probe) {
     ondemand::array errors;
-    if (!root.find_field_unordered("errors").get_array().get(errors)) {
+    probe = root.find_field_unordered("errors").get_array().get(errors);
+    if (!probe) {
       for (auto err : errors) {
         std::string_view message = "(no message)";
         ondemand::object o;
@@ -56,6 +167,7 @@ Page ResponseReader::read(std::string_view body) {
       }
     }
   }
+  if (!usable_after(probe)) bad("not JSON", probe);
   doc_.rewind();
   ondemand::value top;
   if (auto e = doc_.get_value().get(top)) bad("not JSON", e);
@@ -106,6 +218,8 @@ void ResponseReader::emit(ondemand::value v, Page& page) {
   if (t == ondemand::json_type::object) {
     ondemand::object o;
     if (auto e = v.get_object().get(o)) bad("not JSON", e);
+    if (auto e = check_structure(o)) bad("not JSON: a record", e);
+    if (auto e = o.reset().error()) bad("not JSON", e);
     ondemand::value cur;
     auto e = o.find_field_unordered(updated_at_[0]).get(cur);
     for (std::size_t i = 1; !e && i < updated_at_.size(); ++i) {
@@ -113,9 +227,17 @@ void ResponseReader::emit(ondemand::value v, Page& page) {
       e = cur.get_object().get(inner);
       if (!e) e = inner.find_field_unordered(updated_at_[i]).get(cur);
     }
+    if (!usable_after(e)) bad("not JSON", e);
     std::string_view text;
     std::optional<SysTime> at;
-    if (!e && !cur.get_string().get(text)) at = parse_rfc3339(text);
+    if (!e) {
+      // A string that cannot be unescaped is a bad value, not a broken structure.
+      auto se = cur.get_string().get(text);
+      if (!se)
+        at = parse_rfc3339(text);
+      else if (se != STRING_ERROR && !usable_after(se))
+        bad("not JSON", se);
+    }
     if (at) {
       if (!page.newest || *at > *page.newest) page.newest = at;
     } else {
@@ -126,6 +248,8 @@ void ResponseReader::emit(ondemand::value v, Page& page) {
   } else if (t == ondemand::json_type::array) {
     ondemand::array a;
     if (auto e = v.get_array().get(a)) bad("not JSON", e);
+    if (auto e = check_structure(a)) bad("not JSON: a record", e);
+    if (auto e = a.reset().error()) bad("not JSON", e);
     if (auto e = a.raw_json().get(raw)) bad("not JSON", e);
     ++page.without_updated_at;
   } else {
@@ -155,9 +279,44 @@ void ResponseReader::read_page_info(Page& page) {
   // The end cursor is kept even on the last page: a run resumed after its last page was
   // checkpointed must continue after it, not start over (null on an empty page).
   std::string_view cursor;
-  auto c = info.find_field_unordered("endCursor");
-  if (!c.get_string().get(cursor)) page.end_cursor = std::string(cursor);
+  auto ce = info.find_field_unordered("endCursor").get_string().get(cursor);
+  if (!ce)
+    page.end_cursor = std::string(cursor);
+  else if (!usable_after(ce))
+    bad("relay: pageInfo.endCursor", ce);
   if (has_next && page.end_cursor.empty()) bad("relay: hasNextPage without an endCursor");
+}
+
+NextPosition next_position(std::string_view pagination, const Page& page,
+                           std::string_view link_header, std::int64_t page_size) {
+  NextPosition next;
+  if (pagination == "relay") {
+    next.more = page.has_next;
+    if (!page.end_cursor.empty()) next.cursor = page.end_cursor;
+  } else if (pagination == "next_link") {
+    next.cursor = next_link(link_header);
+    next.more = !next.cursor->empty();
+  } else if (pagination != "none") {
+    // page_number, page, offset: a short page is the last one
+    next.more = static_cast<std::int64_t>(page.records.size()) >= page_size;
+  }
+  return next;
+}
+
+std::string next_link(std::string_view header) {
+  std::size_t pos = 0;
+  while ((pos = header.find('<', pos)) != std::string_view::npos) {
+    auto close = header.find('>', pos);
+    if (close == std::string_view::npos) break;
+    auto next_entry = header.find('<', close);
+    auto params = header.substr(
+        close, next_entry == std::string_view::npos ? std::string_view::npos : next_entry - close);
+    if (params.find("rel=\"next\"") != std::string_view::npos ||
+        params.find("rel=next") != std::string_view::npos)
+      return std::string(header.substr(pos + 1, close - pos - 1));
+    pos = close;
+  }
+  return "";
 }
 
 }  // namespace ingestd::fetcher

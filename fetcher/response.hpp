@@ -3,6 +3,7 @@
 // `records` path, e.g. data.allUsers.edges[].node (`[]` walks an array).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,10 @@ struct Page {
   std::size_t without_updated_at = 0;
   bool has_next = false;   // relay
   std::string end_cursor;  // relay
+  // Byte sequences that were not UTF-8, each replaced by U+FFFD before parsing (0: the body
+  // was read verbatim). Postgres stores UTF-8 only, and a page is never skipped for a byte:
+  // the caller keeps the body as received (spool::write_received).
+  std::size_t replaced = 0;
 };
 
 // The body is not what the configuration describes (not JSON, records path missing, a
@@ -52,5 +57,18 @@ class ResponseReader {
   simdjson::padded_string buffer_;
   simdjson::ondemand::document doc_;
 };
+
+// Where a run goes after a page, per pagination style: the decision taken from the parsed page
+// (relay page info, the record count) and the response's Link header. A pure function, so
+// that the tests and the fuzz targets (tests/fuzz/) reach it without HTTP.
+struct NextPosition {
+  bool more = false;                  // another page follows
+  std::optional<std::string> cursor;  // set: the run's new cursor (relay endCursor, next URL)
+};
+[[nodiscard]] NextPosition next_position(std::string_view pagination, const Page& page,
+                                         std::string_view link_header, std::int64_t page_size);
+
+// `Link: <url>; rel="next", <url2>; rel="last"` -> url; "" when no entry is rel="next".
+[[nodiscard]] std::string next_link(std::string_view header);
 
 }  // namespace ingestd::fetcher

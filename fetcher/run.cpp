@@ -12,6 +12,7 @@
 #include "core/json_text.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "core/notify.hpp"
 #include "core/spool.hpp"
 #include "core/stop.hpp"
 #include "fetcher/auth.hpp"
@@ -43,23 +44,6 @@ std::string new_run_id(const config::Entity& e, Mode mode) {
 
 std::string time_json(const std::optional<SysTime>& t) {
   return t ? json_quote(format_rfc3339(*t)) : "null";
-}
-
-// `Link: <url>; rel="next", <url2>; rel="last"` -> url
-std::string next_link(const std::string& header) {
-  std::size_t pos = 0;
-  while ((pos = header.find('<', pos)) != std::string::npos) {
-    auto close = header.find('>', pos);
-    if (close == std::string::npos) break;
-    auto next_entry = header.find('<', close);
-    auto params = header.substr(
-        close, next_entry == std::string::npos ? std::string::npos : next_entry - close);
-    if (params.find("rel=\"next\"") != std::string::npos ||
-        params.find("rel=next") != std::string::npos)
-      return header.substr(pos + 1, close - pos - 1);
-    pos = close;
-  }
-  return "";
 }
 
 // Retry-After: delta-seconds (HTTP dates are rare from APIs; they get the default backoff).
@@ -194,6 +178,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
   std::string failure;
   bool refreshed = false;
   for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
+    notify::beat();  // the entity loop's heartbeat (fetcher/loop.cpp): one per attempt
     bool ok = true;
     auto throttled = src.limiter.acquire(stop, ok);
     m.throttled_ms += throttled.count();
@@ -244,7 +229,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
     auto delay = wait ? *wait : backoff.next();
     log::warn("fetcher.retry", "entity={} page={} attempt={} wait_ms={} reason={}", e.name,
               run.page, attempt, delay.count(), log::q(failure));
-    if (stop.wait_for(delay)) throw Stopped{};
+    if (notify::wait(stop, delay)) throw Stopped{};  // beats through a long backoff
   }
   throw GaveUp(
       fmt::format("page {} failed {} times; last: {}", run.page, s.retry_max_attempts, failure));
@@ -288,6 +273,21 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
                    pos.page, log::q(err.what()));
         break;
       }
+      if (page.replaced > 0) {
+        // Bytes that are not UTF-8 became U+FFFD in this page's records (Postgres stores
+        // nothing else). The body as received goes to the spool too: the stager quarantines
+        // it, bytes and all, so nothing the upstream sent is lost.
+        std::string kept = "(not written)";
+        try {
+          kept = spool::write_received(config_.spool_dir, spool_meta(e, pos), response.body)
+                     .filename()
+                     .string();
+        } catch (const std::exception& err) {
+          kept = fmt::format("(not written: {})", err.what());
+        }
+        log::warn("fetcher.invalid_utf8", "entity={} run_id={} page={} replaced={} received={}",
+                  e.name, pos.run_id, pos.page, page.replaced, log::q(kept));
+      }
       QueuedPage q{spool_meta(e, pos), {}, {}, pos};
       std::size_t bytes = 0;
       for (auto r : page.records) bytes += r.size();
@@ -298,18 +298,10 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
       }
       // Where the next page starts, per pagination style.
       auto& next = q.after;
-      const auto& style = e.request.pagination;
       auto n = static_cast<std::int64_t>(page.records.size());
-      bool more = false;
-      if (style == "relay") {
-        more = page.has_next;
-        if (!page.end_cursor.empty()) next.cursor = page.end_cursor;
-      } else if (style == "next_link") {
-        next.cursor = next_link(response.header("link"));
-        more = !next.cursor.empty();
-      } else if (style != "none") {
-        more = n >= e.request.page_size;  // a short page is the last one
-      }
+      auto [more, cursor] =
+          next_position(e.request.pagination, page, response.header("link"), e.request.page_size);
+      if (cursor) next.cursor = std::move(*cursor);
       ++next.page;
       next.records += n;
       next.exhausted = !more;

@@ -38,7 +38,9 @@ BatchLoader::BatchLoader(const config::Config& config, const config::Entity& ent
                       table_)),
       copy_sql_(fmt::format("COPY {} (raw_data, external_id, content_hash, fetched_at, run_id, "
                             "ledger_id, invalid_reason) FROM STDIN (FORMAT binary)",
-                            table_)) {}
+                            table_)) {
+  spool::use_max_depth(parser_);
+}
 
 void BatchLoader::rollback() noexcept {
   try {
@@ -109,10 +111,21 @@ void BatchLoader::read_files(const std::vector<fs::path>& paths, Totals& totals)
       continue;
     }
     spool::Record rec;
-    while (f.reader->next(rec, id_path_)) {
-      ++f.counts.records;
-      rows_.push_back({rec.json, std::move(rec.external_id), std::move(rec.invalid_reason),
-                       md5(rec.json), files_.size()});
+    std::size_t first_row = rows_.size();
+    try {
+      while (f.reader->next(rec, id_path_)) {
+        ++f.counts.records;
+        rows_.push_back({rec.json, std::move(rec.external_id), std::move(rec.invalid_reason),
+                         md5(rec.json), files_.size()});
+      }
+    } catch (const spool::FormatError& e) {
+      // On-Demand meets a broken record only when it reaches it: the envelope was fine, a
+      // record is not JSON. Quarantined whole, like a file that is not JSON at all (left in
+      // incoming/, it would fail its batch, and so its entity, on every turn).
+      rows_.erase(rows_.begin() + static_cast<std::ptrdiff_t>(first_row), rows_.end());
+      ++totals.files_quarantined;
+      quarantine(path, f.reader->original(), e.what());
+      continue;
     }
     files_.push_back(std::move(f));
   }

@@ -256,3 +256,21 @@ TEST_CASE("content staged by an earlier run is recognised after a restart") {
   CHECK(t.duplicates == 2);
   CHECK(f.rows() == 3);
 }
+
+TEST_CASE(
+    "a page whose envelope reads but a later record is broken is quarantined - the rest load") {
+  // Found by tests/fuzz (fuzz_spool): PageReader::next threw after the envelope was accepted,
+  // the stager did not expect it, and the entity's batch failed on every turn. A bad id value
+  // spoils only its own record.
+  Fixture f;
+  test::spool_page(f.spool, "timeline_entries", {rec(1)});
+  test::spool_page(f.spool, "timeline_entries", {rec(2), R"({"x":1,2,"id":"tme_3"})"});
+  test::spool_page(f.spool, "timeline_entries", {rec(4), R"({"id":S})"});
+  auto t = f.drain();
+  CHECK(t.files_quarantined == 1);
+  CHECK(t.files_loaded == 2);
+  CHECK(f.rows() == 3);  // tme_1, tme_4 and the `"id":S` record, kept as text
+  CHECK(f.rows("invalid_reason IS NOT NULL AND external_id IS NULL") == 1);
+  CHECK(f.db.scalar("SELECT error FROM ingestd_quarantine").find("not JSON") == 0);
+  CHECK(f.files_in(spool::incoming_dir(f.spool, "timeline_entries")) == 0);
+}
