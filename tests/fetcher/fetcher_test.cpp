@@ -457,3 +457,29 @@ TEST_CASE("a run whose records fill its pages exactly counts every page it spool
   CHECK(pages == 9);  // 8 full pages and the empty one that says there is no more
   CHECK(marker_pages == pages);
 }
+
+// Protects the fetcher against records it cannot spool as sent (tests/chaos/05 found both):
+// invalid UTF-8 in one record used to fail its whole page on every retry, and a record nested
+// deeper than simdjson's default 1024 levels likewise, so the entity never got past that page.
+// Now the page is spooled with U+FFFD for each bad sequence, the body as received is kept
+// beside it (for quarantine), the run completes, and no record is missing.
+TEST_CASE("records with invalid UTF-8 or deep nesting are spooled and the received body kept") {
+  FetchFixture f(
+      {"--size", "40", "--bad-records", "20", "--bad-kinds", "invalid_utf8,deep_nesting"},
+      "rate_limit: {per_second: 0}", "", kRest);
+  CHECK(f.fetch() == 0);
+  for (const char* entity : {"pianos", "invoices", "users"}) {
+    INFO(entity);
+    CHECK(f.spooled(entity) == f.upstream(entity));
+  }
+  int received = 0;
+  bool raw_byte_kept = false;
+  for (const auto& file : fs::recursive_directory_iterator(f.spool / "incoming")) {
+    if (file.path().filename().string().find("_received") == std::string::npos) continue;
+    ++received;
+    if (test::read_text(file.path()).find('\xff') != std::string::npos) raw_byte_kept = true;
+  }
+  CHECK(received > 0);
+  CHECK(raw_byte_kept);
+  CHECK(f.log().find("event=fetcher.invalid_utf8") != std::string::npos);
+}

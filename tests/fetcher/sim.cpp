@@ -62,6 +62,9 @@ std::vector<std::string> spooled_ids(const fs::path& spool, const std::string& e
   for (const auto& f : fs::recursive_directory_iterator(spool, ec)) {
     if (!f.is_regular_file() || f.path().filename().string()[0] == '.') continue;
     if (f.path().string().find("/" + entity + "/") == std::string::npos) continue;
+    // A page's body as received, kept beside the page when it was not UTF-8: not a spool
+    // document (the stager quarantines it), its records are in the page itself.
+    if (f.path().filename().string().find("_received") != std::string::npos) continue;
     spool::PageReader reader(parser, read_text(f.path()));
     spool::Record rec;
     while (reader.next(rec, {"id"}))

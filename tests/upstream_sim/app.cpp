@@ -104,9 +104,71 @@ Response error_response(http::status status, std::string_view message) {
   return json_response(status, fmt::format(R"({{"error":{}}})", json_quote(message)));
 }
 
-App::App(Options options) : opt_(std::move(options)), data_(opt_.seed, opt_.size) {
+App::App(Options options)
+    : opt_(std::move(options)),
+      data_(opt_.seed, opt_.size, opt_.bad_percent, opt_.bad_kinds),
+      fault_rng_(opt_.seed ^ 0x6661756c74ULL),
+      churn_rng_(opt_.seed ^ 0x636875726eULL) {
   for (const auto& f : opt_.faults)
     if (f.kind != "expire_tokens") faults_.push_back(f);  // no token exists yet to expire
+  if (opt_.churn_per_second > 0) set_churn(opt_.churn_per_second, 0);
+}
+
+// ---- Churn ---------------------------------------------------------------------------------
+
+void App::set_churn(double per_second, std::int64_t max) {
+  churn_.per_second = per_second;
+  churn_.max = max;
+  churn_.since = std::chrono::steady_clock::now();
+  churn_.done_before = churn_.done();
+  if (per_second > 0 && !churn_thread_.joinable())
+    churn_thread_ = std::jthread([this](const std::stop_token& stop) { churn_loop(stop); });
+}
+
+// Wakes every 20 ms and makes the changes due by then, so the rate holds on average whatever
+// the scheduling; each change takes the same lock as a request, so a listing never sees half
+// of one.
+void App::churn_loop(const std::stop_token& stop) {
+  using namespace std::chrono;
+  while (!stop.stop_requested()) {
+    std::this_thread::sleep_for(milliseconds(20));
+    std::lock_guard lock(mu_);
+    if (churn_.per_second <= 0) continue;
+    double elapsed = duration<double>(steady_clock::now() - churn_.since).count();
+    auto due = churn_.done_before + static_cast<std::int64_t>(churn_.per_second * elapsed);
+    if (churn_.max > 0) due = std::min(due, churn_.done_before + churn_.max);
+    while (churn_.done() < due) churn_one();
+  }
+}
+
+void App::churn_one() {
+  auto pick_entity = [&] {
+    auto n = data_.total();
+    auto at = n == 0 ? 0 : churn_rng_() % n;
+    for (Entity e : kEntities) {
+      if (at < data_.count(e)) return e;
+      at -= data_.count(e);
+    }
+    return Entity::clients;
+  };
+  Entity e = pick_entity();
+  auto op = churn_rng_() % 100;
+  if (op < 60 && data_.count(e) > 0) {
+    (void)data_.update_at(e, churn_rng_());
+    ++churn_.updated;
+  } else if (op < 80 || data_.count(e) <= 1) {  // never empty an entity
+    (void)data_.add(e, 1);
+    ++churn_.added;
+  } else {
+    (void)data_.remove_at(e, churn_rng_());
+    ++churn_.deleted;
+  }
+}
+
+std::string App::churn_json() const {
+  return fmt::format(
+      R"({{"per_second":{},"max":{},"updated":{},"added":{},"deleted":{},"records":{}}})",
+      churn_.per_second, churn_.max, churn_.updated, churn_.added, churn_.deleted, data_.total());
 }
 
 Reply App::handle(const Request& req) {
@@ -146,6 +208,15 @@ Reply App::data_request(const Request& req, std::string_view path, std::string_v
 }
 
 std::optional<Fault> App::take_fault() {
+  const auto& rf = opt_.random_faults;
+  if (faults_.empty() && rf.percent > 0 && !rf.kinds.empty() &&
+      static_cast<double>(fault_rng_() % 1'000'000) < rf.percent * 10'000) {
+    Fault f{rf.kinds[fault_rng_() % rf.kinds.size()]};
+    if (f.kind == "429") f.retry_after = rf.retry_after;
+    if (f.kind == "slow") f.delay_ms = rf.delay_ms;
+    ++random_faults_[f.kind];
+    return f;
+  }
   if (faults_.empty()) return std::nullopt;
   Fault f = faults_.front();
   if (--faults_.front().count == 0) faults_.pop_front();

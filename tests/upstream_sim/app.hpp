@@ -4,7 +4,8 @@
 //   app.cpp       routing, faults, request counters
 //   data_api.cpp  POST /graphql (Relay and page-number styles) and GET /rest/<entity>
 //   auth.cpp      --auth modes and POST /oauth/token
-//   control.cpp   /control/* for tests: mutate, ids, stats, requests, faults, reset
+//   control.cpp   /control/* for tests: mutate, ids, stats, requests, faults, reset, churn,
+//                 dump
 #pragma once
 
 #include <boost/beast/http.hpp>
@@ -16,8 +17,10 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "dataset.hpp"
@@ -47,12 +50,39 @@ struct Fault {
 [[nodiscard]] std::optional<Fault> parse_fault(std::string_view spec);
 [[nodiscard]] bool known_fault_kind(std::string_view kind);
 
+// --fault-rate and /control/fault_rate: each data request without a queued fault fails with
+// probability percent/100, as one of `kinds` drawn at random (429 carries Retry-After:
+// retry_after, slow waits delay_ms).
+struct RandomFaults {
+  double percent = 0;
+  std::vector<std::string> kinds = {"429",      "500",       "503",          "slow",
+                                    "truncate", "malformed", "graphql_error"};
+  int retry_after = 1;
+  int delay_ms = 3000;
+};
+
 struct Options {
   std::uint64_t seed = 42;
   int size = 100;
   Auth auth;
   int token_ttl_s = 3600;
   std::vector<Fault> faults;  // queued before the first request
+  double bad_percent = 0;     // --bad-records: share of the initial records rendered broken
+  std::vector<std::string> bad_kinds;  // --bad-kinds: only these (bad_records.hpp); empty: all
+  double churn_per_second = 0;         // --churn: changes per second from the start (see Churn)
+  RandomFaults random_faults;          // --fault-rate
+};
+
+// The background changes of /control/churn and --churn: `per_second` random records change,
+// each an update (60 %), an add (20 %) or a delete (20 %), the entity drawn in proportion to
+// its size, until `max` more changes were made (0: no limit) or the rate is set to 0.
+struct Churn {
+  double per_second = 0;
+  std::int64_t max = 0;
+  std::int64_t updated = 0, added = 0, deleted = 0;
+  std::chrono::steady_clock::time_point since;  // when the rate was set
+  std::int64_t done_before = 0;                 // changes made before that
+  [[nodiscard]] std::int64_t done() const { return updated + added + deleted; }
 };
 
 // What the transport must do besides sending `res`.
@@ -88,6 +118,13 @@ class App {
   Response control(const Request& req, std::string_view path, std::string_view query);
   Response control_mutate(const Request& req);
   Response control_faults(const Request& req);
+  Response control_churn(const Request& req);
+  Response control_fault_rate(const Request& req);
+  std::string fault_rate_json() const;
+  void set_churn(double per_second, std::int64_t max);  // mu_ held
+  void churn_loop(const std::stop_token& stop);
+  void churn_one();  // mu_ held
+  std::string churn_json() const;
   std::string stats_json() const;
   std::string requests_json() const;
   std::optional<Fault> take_fault();
@@ -100,9 +137,14 @@ class App {
   std::map<std::string, std::chrono::steady_clock::time_point> tokens_;  // token -> expiry
   std::mt19937_64 token_rng_{std::random_device{}()};  // tokens need not be reproducible
   std::deque<Fault> faults_;
-  std::map<int, std::int64_t> by_status_;  // data requests only
+  std::mt19937_64 fault_rng_;
+  std::map<std::string, std::int64_t> random_faults_;  // by kind, since the last reset
+  std::map<int, std::int64_t> by_status_;              // data requests only
   std::int64_t token_requests_ = 0;
   std::deque<Logged> log_;  // data requests only, the latest kLogCap
+  Churn churn_;
+  std::mt19937_64 churn_rng_;
+  std::jthread churn_thread_;  // last: stopped and joined before anything it uses is destroyed
 };
 
 // Helpers shared by the handler files.

@@ -32,19 +32,38 @@ Response App::control(const Request& req, std::string_view path, std::string_vie
   static constexpr Route routes[] = {
       {"/control/mutate", http::verb::post}, {"/control/ids", http::verb::get},
       {"/control/stats", http::verb::get},   {"/control/requests", http::verb::get},
-      {"/control/faults", http::verb::post}, {"/control/reset", http::verb::post}};
+      {"/control/faults", http::verb::post}, {"/control/reset", http::verb::post},
+      {"/control/churn", http::verb::get},   {"/control/churn", http::verb::post},
+      {"/control/dump", http::verb::get},    {"/control/fault_rate", http::verb::post}};
   const Route* route = nullptr;
-  for (const auto& r : routes)
-    if (r.path == path) route = &r;
-  if (!route) return error_response(http::status::not_found, fmt::format("no route for {}", path));
-  if (req.method() != route->method) {
+  bool known = false;
+  for (const auto& r : routes) {
+    if (r.path != path) continue;
+    known = true;
+    if (req.method() == r.method) route = &r;
+  }
+  if (!known) return error_response(http::status::not_found, fmt::format("no route for {}", path));
+  if (!route) {
     auto res = error_response(http::status::method_not_allowed, "wrong method");
-    res.set(http::field::allow, http::to_string(route->method));
+    std::string allow;
+    for (const auto& r : routes)
+      if (r.path == path)
+        allow += (allow.empty() ? "" : ", ") + std::string(http::to_string(r.method));
+    res.set(http::field::allow, allow);
     return res;
   }
 
   if (path == "/control/mutate") return control_mutate(req);
   if (path == "/control/faults") return control_faults(req);
+  if (path == "/control/churn")
+    return req.method() == http::verb::post ? control_churn(req)
+                                            : json_response(http::status::ok, churn_json());
+  if (path == "/control/fault_rate") return control_fault_rate(req);
+  if (path == "/control/dump") {  // JSON lines, not one JSON document
+    auto res = json_response(http::status::ok, data_.dump());
+    res.set(http::field::content_type, "application/x-ndjson");
+    return res;
+  }
   if (path == "/control/stats") return json_response(http::status::ok, stats_json());
   if (path == "/control/requests") return json_response(http::status::ok, requests_json());
   if (path == "/control/reset") {  // counters and faults, never data or tokens
@@ -52,6 +71,7 @@ Response App::control(const Request& req, std::string_view path, std::string_vie
     by_status_.clear();
     token_requests_ = 0;
     log_.clear();
+    random_faults_.clear();
     return json_response(http::status::ok, R"({"ok":true})");
   }
   // /control/ids
@@ -94,6 +114,57 @@ Response App::control_mutate(const Request& req) {
     return bad_request("\"op\" must be update, add or delete");
   }
   return json_response(http::status::ok, fmt::format(R"({{"ids":{}}})", json_strings(affected)));
+}
+
+// {"per_second":10,"max":2000}: start, change or (per_second 0) stop the churn; answers its
+// state, as GET does: {"per_second","max","updated","added","deleted","records"}.
+Response App::control_churn(const Request& req) {
+  simdjson::dom::parser parser;
+  auto body = parse_object(parser, req.body());
+  if (!body) return bad_request("the body is not a JSON object");
+  double per_second = 0;
+  simdjson::dom::element rate;
+  if ((*body)["per_second"].get(rate) != simdjson::SUCCESS ||
+      rate.get(per_second) != simdjson::SUCCESS || per_second < 0 || per_second > 100'000)
+    return bad_request("\"per_second\" must be a number from 0 to 100000");
+  Args args(*body);
+  auto max = args.integer("max", 0, 0, 1'000'000'000);
+  if (!args.error().empty()) return bad_request(args.error());
+  set_churn(per_second, max);
+  return json_response(http::status::ok, churn_json());
+}
+
+// {"percent":20,"kinds":["500","slow"],"retry_after":1,"delay_ms":3000}: random faults from
+// now on (percent 0 stops them; absent members keep their value); answers the setting.
+Response App::control_fault_rate(const Request& req) {
+  simdjson::dom::parser parser;
+  auto body = parse_object(parser, req.body());
+  if (!body) return bad_request("the body is not a JSON object");
+  RandomFaults rf = opt_.random_faults;
+  simdjson::dom::element el;
+  if ((*body)["percent"].get(el) == simdjson::SUCCESS &&
+      (el.get(rf.percent) != simdjson::SUCCESS || rf.percent < 0 || rf.percent > 100))
+    return bad_request("\"percent\" must be a number from 0 to 100");
+  Args args(*body);
+  if (args.has("kinds")) rf.kinds = args.strings("kinds");
+  rf.retry_after = static_cast<int>(args.integer("retry_after", rf.retry_after, 0, 86'400));
+  rf.delay_ms = static_cast<int>(args.integer("delay_ms", rf.delay_ms, 0, 600'000));
+  if (!args.error().empty()) return bad_request(args.error());
+  for (const auto& k : rf.kinds)
+    if (!known_fault_kind(k) || k == "expire_tokens")
+      return bad_request(fmt::format("\"kinds\": {} is not a per-request fault", k));
+  opt_.random_faults = rf;
+  return json_response(http::status::ok, fault_rate_json());
+}
+
+std::string App::fault_rate_json() const {
+  const auto& rf = opt_.random_faults;
+  std::string injected;
+  for (const auto& [kind, n] : random_faults_)
+    injected += fmt::format(R"({}"{}":{})", injected.empty() ? "" : ",", kind, n);
+  return fmt::format(
+      R"({{"percent":{},"kinds":{},"retry_after":{},"delay_ms":{},"injected":{{{}}}}})", rf.percent,
+      json_strings(rf.kinds), rf.retry_after, rf.delay_ms, injected);
 }
 
 // {"kind":"429","count":2,"retry_after":1} and friends; see Fault in app.hpp.
@@ -141,8 +212,9 @@ std::string App::stats_json() const {
     records +=
         fmt::format(R"({}"{}":{})", records.empty() ? "" : ",", rest_name(e), data_.count(e));
   return fmt::format(
-      R"({{"requests":{{"total":{},"by_status":{{{}}},"token":{}}},"records":{{{}}}}})", total,
-      statuses, token_requests_, records);
+      R"({{"requests":{{"total":{},"by_status":{{{}}},"token":{}}},"records":{{{}}},)"
+      R"("fault_rate":{}}})",
+      total, statuses, token_requests_, records, fault_rate_json());
 }
 
 std::string App::requests_json() const {

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "bad_records.hpp"
 #include "generate.hpp"
 #include "text.hpp"
 
@@ -106,6 +107,7 @@ std::optional<Micros> parse_time(std::string_view s) {
 }
 
 std::string to_json(const Record& r) {
+  if (!r.bad.empty()) return bad::render(r);
   std::string out = "{\"id\":" + json_quote(r.id);
   for (const auto& f : r.fields) {
     out += ',';
@@ -119,7 +121,10 @@ std::string to_json(const Record& r) {
 
 // ---- Dataset -------------------------------------------------------------------------------
 
-Dataset::Dataset(std::uint64_t seed, int size) : seed_(seed), records_(gen::generate(seed, size)) {
+Dataset::Dataset(std::uint64_t seed, int size, double bad_percent,
+                 const std::vector<std::string>& bad_kinds)
+    : seed_(seed), records_(gen::generate(seed, size)) {
+  gen::mark_bad(seed, records_, bad_percent, bad_kinds);
   for (Entity e : kEntities) {
     next_index_[slot(e)] = static_cast<int>(records(e).size());
     resort(e);
@@ -189,6 +194,7 @@ std::vector<std::string> Dataset::update_oldest(Entity e, int count) {
   for (std::size_t i = 0; i < rs.size() && ids.size() < static_cast<std::size_t>(count); ++i) {
     rs[i].updated_at = base + static_cast<Micros>(ids.size() + 1) * kSecond;
     gen::touch(seed_, e, rs[i], ++revision_);
+    ++rs[i].revisions;
     ids.push_back(rs[i].id);
   }
   resort(e);
@@ -225,6 +231,56 @@ std::vector<std::string> Dataset::remove_ids(Entity e, const std::vector<std::st
     return true;
   });
   return removed;
+}
+
+std::string Dataset::update_at(Entity e, std::size_t pos) {
+  auto& rs = records(e);
+  if (rs.empty()) return "";
+  auto it = rs.begin() + static_cast<std::ptrdiff_t>(pos % rs.size());
+  it->updated_at = global_max() + kSecond;
+  gen::touch(seed_, e, *it, ++revision_);
+  ++it->revisions;
+  std::rotate(it, it + 1, rs.end());  // its new time is past every record: the end of the order
+  return rs.back().id;
+}
+
+std::string Dataset::remove_at(Entity e, std::size_t pos) {
+  auto& rs = records(e);
+  // Bad records stay: a test counts them, and a deleted duplicate_id record would leave its
+  // twin's mirror with content no listing shows any more (newer wins: it is kept).
+  std::size_t start = rs.empty() ? 0 : pos % rs.size(), k = 0;
+  while (k < rs.size() && !rs[(start + k) % rs.size()].bad.empty()) ++k;
+  if (k == rs.size()) return "";
+  auto it = rs.begin() + static_cast<std::ptrdiff_t>((start + k) % rs.size());
+  std::string id = it->id;
+  rs.erase(it);
+  return id;
+}
+
+std::string Dataset::dump() const {
+  std::string out;
+  for (Entity e : kEntities) {
+    for (const auto& r : records(e)) {
+      out += fmt::format(R"({{"entity":"{}","id":)", rest_name(e));
+      if (r.bad.empty()) {
+        out += json_quote(r.id);
+        out += fmt::format(R"(,"revisions":{},"record":)", r.revisions);
+        out += to_json(r);
+      } else {
+        auto shown = bad::shown_id(r);
+        out += shown.empty() ? "null" : json_quote(shown);
+        out += ",\"bad\":" + json_quote(r.bad);
+      }
+      out += "}\n";
+    }
+  }
+  return out;
+}
+
+std::size_t Dataset::total() const {
+  std::size_t n = 0;
+  for (const auto& rs : records_) n += rs.size();
+  return n;
 }
 
 std::vector<std::string> Dataset::ids(Entity e) const {

@@ -44,9 +44,16 @@ struct Record {
   std::string id;
   Micros updated_at = 0;
   std::vector<Field> fields;  // everything but id and updatedAt, in output order
+  // --bad-records: how this record is broken when rendered (bad_records.hpp), empty when it
+  // is not; `twin` is the id a "duplicate_id" record shows instead of its own.
+  std::string bad;
+  std::string twin;
+  int revisions =
+      0;  // updates since it was generated or added: a mirror's version is at most 1 + this
 };
 
-// {"id":..., <fields>..., "updatedAt":...}: the same text in GraphQL and REST.
+// {"id":..., <fields>..., "updatedAt":...}: the same text in GraphQL and REST. A bad record
+// is rendered broken in its own way (bad_records.cpp).
 [[nodiscard]] std::string to_json(const Record& r);
 
 // since <= updatedAt < until; either bound may be absent.
@@ -69,7 +76,10 @@ struct Slice {
 
 class Dataset {
  public:
-  Dataset(std::uint64_t seed, int size);
+  // `bad_percent`: share of the initial records rendered broken (--bad-records), each in one
+  // of `bad_kinds` (empty: every kind of bad::kKinds).
+  Dataset(std::uint64_t seed, int size, double bad_percent = 0,
+          const std::vector<std::string>& bad_kinds = {});
 
   // Matching records strictly after `after` (from the start without it), at most `limit`.
   [[nodiscard]] Slice after_key(Entity e, const Filter& f, const std::optional<Key>& after,
@@ -84,10 +94,23 @@ class Dataset {
   std::vector<std::string> add(Entity e, int count);
   std::vector<std::string> remove_oldest(Entity e, int count);
   std::vector<std::string> remove_ids(Entity e, const std::vector<std::string>& ids);
+  // Churn (one record at a time, `pos` in listing order, taken modulo the count): update
+  // moves the record to the end with one field changed, remove deletes it (or the next one
+  // that is not a --bad-records record). Both return its id, or "" when there is none.
+  std::string update_at(Entity e, std::size_t pos);
+  std::string remove_at(Entity e, std::size_t pos);
+
+  // Every record of every entity as JSON lines, one per record:
+  //   {"entity":"clients","id":"cln_...","revisions":0,"record":{...}}   what a listing shows
+  //   {"entity":"clients","id":"cln_...","bad":"missing_id"}         a --bad-records record
+  // (a bad record's "id" is the id it shows, null when it shows none; its text is left out,
+  // as it may not even be valid UTF-8). The truth a test compares a mirror against.
+  [[nodiscard]] std::string dump() const;
 
   [[nodiscard]] std::vector<std::string> ids(Entity e) const;  // sorted by id
   [[nodiscard]] std::optional<Micros> max_updated_at(Entity e) const;
   [[nodiscard]] std::size_t count(Entity e) const;
+  [[nodiscard]] std::size_t total() const;  // all entities
 
  private:
   [[nodiscard]] std::vector<Record>& records(Entity e);

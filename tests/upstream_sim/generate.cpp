@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "bad_records.hpp"
 #include "text.hpp"
 
 namespace upstream_sim::gen {
@@ -25,7 +26,9 @@ enum Salt : std::uint64_t {
   kUser,
   kText,
   kFake,
-  kEdit
+  kEdit,
+  kBad,
+  kBadKind
 };
 
 std::uint64_t mix(std::uint64_t x) {  // splitmix64's finalizer
@@ -302,6 +305,29 @@ Record added(std::uint64_t seed, Entity e, int index, Micros t, const World& wor
     }
   }
   return {};
+}
+
+void mark_bad(std::uint64_t seed, World& world, double percent,
+              const std::vector<std::string>& kinds) {
+  if (percent <= 0) return;
+  std::vector<std::string> from = kinds;
+  if (from.empty()) from.assign(bad::kKinds.begin(), bad::kKinds.end());
+  auto threshold = static_cast<std::uint64_t>(percent * 1000);  // out of 100 000
+  for (Entity e : kEntities) {
+    auto& rs = of(world, e);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      if (hash(seed, e, i, kBad) % 100'000 >= threshold) continue;
+      const std::string& kind = from[hash(seed, e, i, kBadKind) % from.size()];
+      if (kind == "duplicate_id") {
+        if (i + 1 >= rs.size()) continue;
+        rs[i].twin = rs[i + 1].id;
+        rs[i].bad = kind;
+        ++i;  // the twin stays good
+        continue;
+      }
+      rs[i].bad = kind;
+    }
+  }
 }
 
 void touch(std::uint64_t seed, Entity e, Record& r, int revision) {

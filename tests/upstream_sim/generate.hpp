@@ -27,6 +27,12 @@ using World = std::array<std::vector<Record>, kEntities.size()>;  // indexed by 
 // among the records `world` holds now.
 [[nodiscard]] Record added(std::uint64_t seed, Entity e, int index, Micros t, const World& world);
 
+// --bad-records: marks ~`percent` % of each entity's records (in index order, before any
+// sorting) with one of `kinds` (empty: any of bad::kKinds). A duplicate_id record shows the id of
+// the next record, which stays good.
+void mark_bad(std::uint64_t seed, World& world, double percent,
+              const std::vector<std::string>& kinds);
+
 // Changes one field of `r` (phone, model, role, summary or total) to a new value: the visible
 // part of an "update" mutation. `revision` makes each call's value distinct.
 void touch(std::uint64_t seed, Entity e, Record& r, int revision);

@@ -7,12 +7,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <thread>
 #include <vector>
 
 #include "app.hpp"
+#include "bad_records.hpp"
 #include "server.hpp"
 
 namespace po = boost::program_options;
@@ -31,6 +33,7 @@ Cli parse_cli(int argc, char** argv) {
   Cli cli;
   std::string auth = "none";
   std::vector<std::string> faults;
+  std::string bad_kinds;
   po::options_description desc("upstream_sim options");
   desc.add_options()("help,h", "print this help")("port", po::value(&cli.port)->default_value(0),
                                                   "port on 127.0.0.1 (0: any free port)")(
@@ -40,8 +43,22 @@ Cli parse_cli(int argc, char** argv) {
       "auth", po::value(&auth)->default_value("none"),
       "none | bearer:TOKEN | apikey:HEADER:VALUE | oauth2:CLIENT_ID:CLIENT_SECRET")(
       "token-ttl", po::value(&cli.options.token_ttl_s)->default_value(3600),
-      "lifetime of oauth2 tokens, seconds")("threads", po::value(&cli.threads)->default_value(4),
-                                            "I/O threads")(
+      "lifetime of oauth2 tokens, seconds")(
+      "bad-records", po::value(&cli.options.bad_percent)->default_value(0),
+      "percent of the initial records rendered broken (wrong types, huge strings, deep nesting, "
+      "invalid UTF-8, NUL, huge numbers, SQL-looking strings, missing and duplicate ids)")(
+      "bad-kinds", po::value(&bad_kinds)->default_value(""),
+      "comma-separated kinds for --bad-records (default: all): wrong_type bad_time huge_string "
+      "deep_nesting invalid_utf8 nul_char huge_number sql_string missing_id duplicate_id")(
+      "fault-rate", po::value(&cli.options.random_faults.percent)->default_value(0),
+      "percent of data requests that fail at random, each as one of 429 (Retry-After: 1) 500 "
+      "503 slow truncate malformed graphql_error; POST /control/fault_rate changes it")(
+      "fault-delay", po::value(&cli.options.random_faults.delay_ms)->default_value(3000),
+      "delay_ms of the random 'slow' faults")(
+      "churn", po::value(&cli.options.churn_per_second)->default_value(0),
+      "random changes per second (60% update, 20% add, 20% delete) from the start; "
+      "POST /control/churn changes or stops it")(
+      "threads", po::value(&cli.threads)->default_value(4), "I/O threads")(
       "fault", po::value(&faults)->composing(),
       "KIND:COUNT[:PARAM], repeatable: faults for the first data requests "
       "(429 500 503 slow truncate malformed graphql_error; PARAM: retry_after or delay_ms)");
@@ -63,6 +80,21 @@ Cli parse_cli(int argc, char** argv) {
   if (cli.port < 0 || cli.port > 65535) usage("--port must be 0 to 65535");
   if (cli.options.size < 1 || cli.options.size > 1'000'000) usage("--size must be 1 to 1000000");
   if (cli.options.token_ttl_s < 0) usage("--token-ttl must be >= 0");
+  if (cli.options.bad_percent < 0 || cli.options.bad_percent > 100)
+    usage("--bad-records must be 0 to 100");
+  for (std::size_t at = 0; at < bad_kinds.size();) {
+    auto comma = bad_kinds.find(',', at);
+    auto kind = bad_kinds.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    if (std::find(bad::kKinds.begin(), bad::kKinds.end(), kind) == bad::kKinds.end())
+      usage("--bad-kinds: unknown kind '" + kind + "'");
+    cli.options.bad_kinds.push_back(kind);
+    at = comma == std::string::npos ? bad_kinds.size() : comma + 1;
+  }
+  if (cli.options.random_faults.percent < 0 || cli.options.random_faults.percent > 100)
+    usage("--fault-rate must be 0 to 100");
+  if (cli.options.random_faults.delay_ms < 0) usage("--fault-delay must be >= 0");
+  if (cli.options.churn_per_second < 0 || cli.options.churn_per_second > 100'000)
+    usage("--churn must be 0 to 100000");
   if (cli.threads < 1 || cli.threads > 64) usage("--threads must be 1 to 64");
   auto parsed = parse_auth(auth);
   if (!parsed)
