@@ -1,7 +1,5 @@
 #include "reconciler/reconciler.hpp"
 
-#include <systemd/sd-daemon.h>
-
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -14,6 +12,7 @@
 #include "core/failpoint.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "core/notify.hpp"
 #include "core/parallel.hpp"
 #include "core/pg.hpp"
 #include "core/stage_runs.hpp"
@@ -91,9 +90,12 @@ class Worker {
       entities_.push_back({p, Backoff(cfg.database_retry_initial, cfg.database_retry_max)});
   }
 
+  // Each worker is a heartbeat (core/notify.hpp): it beats every turn, after every batch and
+  // while it waits, so a worker stuck in a statement stops the process's watchdog pings.
   int run() {
+    notify::Heartbeat heartbeat(fmt::format("reconciler.worker{}", index_));
     while (!stop_.stop_requested()) {
-      if (index_ == 0) sd_notify(0, "WATCHDOG=1");
+      notify::beat();
       if (!conn_ && !connect()) continue;
       Turn turn = one_turn();
       if (!turn.db_lost && index_ == 0) turn.db_lost = !flush_runs();
@@ -102,7 +104,7 @@ class Worker {
         continue;
       }
       if (opts_.mode == RunMode::until_empty && !turn.worked) break;
-      if (!turn.worked) stop_.wait_for(cfg_.reconciler_poll_interval);
+      if (!turn.worked) notify::wait(stop_, cfg_.reconciler_poll_interval);
     }
     if (opts_.mode == RunMode::forever) return 0;
     for (const auto& e : entities_)
@@ -143,7 +145,7 @@ class Worker {
       auto wait = db_backoff_.next();
       log::warn("reconciler.database_unreachable", "worker={} attempt={} retry_in_ms={} error={}",
                 index_, db_backoff_.attempts(), wait.count(), log::q(e.what()));
-      stop_.wait_for(wait);
+      notify::wait(stop_, wait);
       return false;
     }
   }
@@ -157,7 +159,9 @@ class Worker {
       try {
         bool drained = false;
         for (int i = 0; i < kBatchesPerTurn && !stop_.stop_requested(); ++i) {
-          if (batch(p) == 0) {
+          auto settled = batch(p);
+          notify::beat();
+          if (settled == 0) {
             drained = true;
             break;
           }
@@ -366,6 +370,7 @@ class Worker {
   }
 
   void isolate(const Plan& p, std::span<const std::int64_t> ids, Totals& t) {
+    notify::beat();  // bisecting a batch of 2000 rows is thousands of statements
     Totals part;
     auto logged = created_.size();
     conn_->exec_script("SAVEPOINT ingestd_part");
@@ -525,13 +530,14 @@ int run(const config::Config& cfg, const StopToken& stop, const Options& opts, T
   for (int i = 0; i < count; ++i)
     workers.push_back(std::make_unique<Worker>(cfg, stop, opts, i, plans, runs));
 
-  sd_notify(0, "READY=1\nSTATUS=reconciling");
+  notify::check_step("database.connect_timeout", cfg.database_connect_timeout);
   log::info("reconciler.started", "entities={} workers={} batch_size={} mode={}", plans.size(),
             count, cfg.reconciler_batch_size,
             opts.mode == RunMode::forever ? "forever" : "until_empty");
+  if (opts.mode == RunMode::forever) notify::ready("reconciler", "reconciling");
   int code =
       run_parallel(count, [&](int i) { return workers[static_cast<std::size_t>(i)]->run(); });
-  sd_notify(0, "STOPPING=1");
+  if (opts.mode == RunMode::forever) notify::stopping();
   runs.close_at_exit({cfg.database_url, "ingestd-reconciler", cfg.database_connect_timeout});
   Totals totals;
   for (const auto& w : workers) add(totals, w->totals());
