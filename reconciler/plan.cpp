@@ -188,6 +188,16 @@ Plan::Plan(const config::Config& config, const config::Entity& e)
         "INSERT INTO {} ({}) SELECT {} FROM (SELECT DISTINCT id FROM ({}) x WHERE id IS NOT "
         "NULL) r ORDER BY r.id ON CONFLICT (id) DO NOTHING RETURNING id",
         parent, columns, values, ids);
+    if (target->name != e.name) {
+      s.missing = fmt::format(
+          "SELECT DISTINCT id FROM ({}) x WHERE id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {} "
+          "p WHERE p.id = x.id) ORDER BY id",
+          ids, parent);
+      s.insert_ids = fmt::format(
+          "INSERT INTO {} ({}) SELECT {} FROM unnest(${}::text[]) AS r(id) ORDER BY r.id ON "
+          "CONFLICT (id) DO NOTHING RETURNING id",
+          parent, columns, values, s.params.size() + 1);
+    }
     steps.push_back(std::move(s));
   }
 

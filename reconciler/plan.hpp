@@ -6,7 +6,11 @@
 //   claim_extract   claims due staging rows (FOR UPDATE SKIP LOCKED) and extracts, casts and
 //                   validates their columns into a session temp table;
 //   fuzzy, placeholders  per referenced table, parents first: link by natural key, then
-//                   insert a placeholder for every id still unknown;
+//                   insert a placeholder for every id still unknown. The placeholders of
+//                   another table are inserted on a second connection, committed at once
+//                   (`missing` finds them in the batch, `insert_ids` inserts them): a batch
+//                   that held new parents locked until its commit made every other batch
+//                   naming them wait (18 of 59 s of server time at the start of a backlog);
 //   apply           upserts the newest version of each record (newer wins) and marks every
 //                   claimed staging row with its outcome, in one statement.
 // When a statement fails, the batch is claimed again by id and bisected (claim_ids,
@@ -25,6 +29,13 @@ struct Step {
   std::vector<std::string> params;  // fixed parameters ($1..)
   std::string target;               // the referenced table, for logs
   bool fuzzy = false;
+  // Placeholders in another table than the entity's own: the batch's referenced ids missing
+  // from it (run in the batch) and their insert from a text[] (the last parameter, after
+  // `params`), autocommitted on its own connection. Empty for fuzzy steps and for a
+  // self-reference, whose placeholders stay in the batch (sql): committed separately, they
+  // could wait on a batch of the same table that waits on them.
+  std::string missing;
+  std::string insert_ids;
 };
 
 struct Plan {

@@ -101,6 +101,7 @@ class Worker {
       if (!turn.db_lost && index_ == 0) turn.db_lost = !flush_runs();
       if (turn.db_lost) {
         conn_.reset();
+        placeholder_conn_.reset();
         continue;
       }
       if (opts_.mode == RunMode::until_empty && !turn.worked) break;
@@ -134,6 +135,9 @@ class Worker {
       // Times without a zone in records are read as UTC, whatever the server's setting.
       conn_->exec_script("SET TIME ZONE 'UTC'");
       for (const auto& e : entities_) conn_->exec_script(e.plan->create_temp);
+      placeholder_conn_.emplace(pg::Connection::open(
+          {cfg_.database_url, "ingestd-reconciler", cfg_.database_connect_timeout}, stop_));
+      placeholder_conn_->exec_script("SET TIME ZONE 'UTC'");
       analyzed_.clear();
       if (db_backoff_.attempts() > 0)
         log::info("reconciler.database_back", "worker={} after_attempts={}", index_,
@@ -142,6 +146,7 @@ class Worker {
       return true;
     } catch (const pg::Error& e) {
       conn_.reset();
+      placeholder_conn_.reset();
       auto wait = db_backoff_.next();
       log::warn("reconciler.database_unreachable", "worker={} attempt={} retry_in_ms={} error={}",
                 index_, db_backoff_.attempts(), wait.count(), log::q(e.what()));
@@ -221,13 +226,21 @@ class Worker {
                st.plan->entity->name, wait.count(), log::q(error));
   }
 
-  // Placeholders and links are logged once committed: a batch rolled back created nothing.
+  // Placeholders and links are logged once committed. A batch rolled back created nothing,
+  // except the placeholders committed on their own connection (`committed`): they stay, for
+  // its retry, and are logged and counted with this worker's next committed batch.
   struct Created {
     bool fuzzy;
     std::string table;
     int rows;
     std::string sample;
+    bool committed = false;
   };
+  void forget_uncommitted(std::size_t from) {
+    created_.erase(std::remove_if(created_.begin() + static_cast<std::ptrdiff_t>(from),
+                                  created_.end(), [](const Created& c) { return !c.committed; }),
+                   created_.end());
+  }
   void log_created(const Plan& p) {
     for (const auto& c : created_) {
       if (c.fuzzy)
@@ -290,7 +303,7 @@ class Worker {
   }
 
   void rollback() noexcept {
-    created_.clear();
+    forget_uncommitted(0);
     try {
       if (conn_ && conn_->healthy()) conn_->exec_script("ROLLBACK");
     } catch (...) {
@@ -386,7 +399,7 @@ class Worker {
     } catch (const pg::Error& e) {
       if (e.connection_lost()) throw;
       conn_->exec_script("ROLLBACK TO SAVEPOINT ingestd_part; RELEASE SAVEPOINT ingestd_part");
-      created_.resize(logged);
+      forget_uncommitted(logged);
       if (stop_.stop_requested() || !row_error(e)) throw;
       if (ids.size() == 1) {
         settle_failed_row(p, ids.front(), e, t);
@@ -454,8 +467,20 @@ class Worker {
     for (const auto& step : p.steps) {
       std::vector<pg::Param> params(step.params.begin(), step.params.end());
       std::optional<pg::Result> result;
+      bool committed = false;
       try {
-        result.emplace(conn_->exec(step.sql, params));
+        if (step.insert_ids.empty()) {
+          result.emplace(conn_->exec(step.sql, params));
+        } else {
+          // Found in the batch, inserted and committed at once on the other connection.
+          auto missing = conn_->query(step.missing);
+          if (missing.rows() == 0) continue;
+          std::vector<pg::Param> ids;
+          for (int i = 0; i < missing.rows(); ++i) ids.push_back(std::string(missing.get(i, 0)));
+          params.push_back(pg::array_literal(ids));
+          result.emplace(placeholder_conn_->exec(step.insert_ids, params));
+          committed = true;
+        }
       } catch (const pg::Error& e) {
         if (e.connection_lost() || batch_retry(e) || stop_.stop_requested()) throw;
         throw StepError(fmt::format("{} for table {}: {}",
@@ -470,8 +495,8 @@ class Worker {
       if (step.fuzzy)
         t.fuzzy_links += r.rows();
       else
-        t.placeholders += r.rows();
-      created_.push_back({step.fuzzy, step.target, r.rows(), sample});
+        (committed ? totals_ : t).placeholders += r.rows();
+      created_.push_back({step.fuzzy, step.target, r.rows(), sample, committed});
     }
   }
 
@@ -507,8 +532,9 @@ class Worker {
   Backoff db_backoff_;
   std::vector<EntityState> entities_;
   std::optional<pg::Connection> conn_;
-  std::set<const Plan*> analyzed_;  // batch tables with statistics in this session
-  std::vector<Created> created_;    // this transaction's placeholders and links, for the log
+  std::optional<pg::Connection> placeholder_conn_;  // autocommit: placeholders (plan.hpp)
+  std::set<const Plan*> analyzed_;                  // batch tables with statistics in this session
+  std::vector<Created> created_;  // this transaction's placeholders and links, for the log
   Totals totals_;
 };
 

@@ -1,7 +1,9 @@
 // Generates the staging benchmark's input: N timeline-like records (~300 bytes, ~5% exact
 // duplicates of earlier records) as spool pages, and the same records as a COPY text file
-// for the psql baseline.
-//   bench_gen SPOOL_DIR COPY_FILE N [PAGE_SIZE] [SEED]
+// for the psql baseline. MODE is the pages' run mode: incremental (the default, the routine
+// page) or full (the stager also records every id of a full run's pages for the reconciler's
+// deletions: ingestd_full_run_ids).
+//   bench_gen SPOOL_DIR COPY_FILE N [PAGE_SIZE] [SEED] [MODE]
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -46,7 +48,7 @@ std::string copy_escape(const std::string& s) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: bench_gen SPOOL_DIR COPY_FILE N [PAGE_SIZE] [SEED]\n");
+    std::fprintf(stderr, "usage: bench_gen SPOOL_DIR COPY_FILE N [PAGE_SIZE] [SEED] [MODE]\n");
     return 2;
   }
   std::filesystem::path spool = argv[1];
@@ -59,7 +61,7 @@ int main(int argc, char** argv) {
   meta.source = "bench";
   meta.entity = "timeline_entries";
   meta.run_id = "bench";
-  meta.mode = "full";
+  meta.mode = argc > 6 ? argv[6] : "incremental";
   std::vector<std::string> page;
   std::uint64_t bytes = 0, duplicates = 0, next_id = 0;
   auto flush = [&] {

@@ -19,10 +19,11 @@
 #   bash tests/bench/reconcile_bench.sh [BUILD_DIR] [ROWS]
 # env: ROWS (1000000) PIANOS (50000) CLIENTS (20000) USERS (200) EXISTING_EVERY (20; 0: none)
 #      NAIVE_ROWS (20000) WORKERS (2) BATCH_SIZE (config default) SPLIT (1) KEEP (keep the
-#      work directory)
-# Targets: a/b >= 1.0, a/c >= 10, peak RSS <= 150 MB. They are printed, not enforced: the
-# script fails only if a command fails, the end states of (a) and (b) differ or a naive
-# baseline did not apply its rows.
+#      work directory) ALT_INGESTD (another ingestd binary, e.g. a change under test: also timed
+#      as (a2) right after (a), on its own copy, and its end state checked like (a)'s)
+# Targets: a/b >= 1.0, a/c >= 10, peak RSS <= 150 MB. They are printed (also as `RESULT ...`
+# lines for tests/bench/run_all.sh), not enforced: the script fails only if a command fails,
+# the end states of (a) and (b) differ or a naive baseline did not apply its rows.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${1:-$root/build}"
@@ -128,7 +129,8 @@ YAML
 # --- the data, generated once ---------------------------------------------------------------
 echo "generating $rows staged timeline entries (~$pianos pianos, ~$clients clients, $users users) ..."
 q postgres "CREATE DATABASE gen"
-for d in gen a b c; do write_config "$d" "$work/$d.yaml"; done
+alt="${ALT_INGESTD:-}"
+for d in gen a b c alt; do write_config "$d" "$work/$d.yaml"; done
 "$build/ingestd" migrate -c "$work/gen.yaml" >/dev/null 2>"$work/migrate.err" \
   || { cat "$work/migrate.err" >&2; exit 1; }
 gen_vars=(-v rows="$rows" -v pianos="$pianos" -v clients="$clients" -v users="$users" -v every="$every")
@@ -197,9 +199,9 @@ read -r staged_mb avg_bytes ref_p ref_c ref_u pre_p pre_c pre_u pre_t < <(q gen 
   FROM stg_timeline_entries" | tr '|' ' ')
 strategy=""
 [ "$(q postgres "SHOW server_version_num")" -ge 150000 ] && strategy="STRATEGY FILE_COPY"
-for d in a b c d; do q postgres "CREATE DATABASE $d TEMPLATE gen $strategy"; done
+for d in a b c d ${alt:+alt}; do q postgres "CREATE DATABASE $d TEMPLATE gen $strategy"; done
 if [ "$split" = 1 ]; then
-  for d in a b; do
+  for d in a b ${alt:+alt}; do
     q postgres "ALTER DATABASE $d SET log_min_duration_statement = 0"
     q postgres "ALTER DATABASE $d SET log_lock_waits = on"
     q postgres "ALTER DATABASE $d SET deadlock_timeout = '10ms'"
@@ -217,6 +219,13 @@ off_a=$(log_size)
 run_measured a "$build/ingestd" reconcile --once -c "$work/a.yaml"
 end_a=$(log_size)
 cat "$work/a.out"
+if [ -n "$alt" ]; then
+  echo "(a2) $alt reconcile --once ..."
+  q postgres "CHECKPOINT"
+  off_alt=$(log_size)
+  run_measured alt "$alt" reconcile --once -c "$work/alt.yaml"
+  end_alt=$(log_size)
+fi
 
 # --- (b) the set-based reference ------------------------------------------------------------
 echo "(b) set-based SQL reference ..."
@@ -347,11 +356,15 @@ SQL
 }
 state a >"$work/state_a"
 state b >"$work/state_b"
+[ -z "$alt" ] || state alt >"$work/state_alt"
 
 # --- where the server spent its time --------------------------------------------------------
 split_report() {  # LABEL FROM_BYTE TO_BYTE
   [ "$split" = 1 ] || return 0
-  tail -c +"$(($2 + 1))" "$PG_DIR/server.log" | head -c "$(($3 - $2))" >"$work/split.log"
+  # (not tail | head: head's early exit would SIGPIPE tail, and pipefail end the script)
+  python3 -c 'import sys; f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2]))
+sys.stdout.buffer.write(f.read(int(sys.argv[3]) - int(sys.argv[2])))' \
+    "$PG_DIR/server.log" "$2" "$3" >"$work/split.log"
   python3 - "$1" "$work/split.log" <<'PY'
 import collections, re, sys
 label, path = sys.argv[1], sys.argv[2]
@@ -366,6 +379,7 @@ def kind(sql):
     if m: return f"upsert {m.group(1)}"
     if sql.startswith('WITH up AS'): return "apply (upsert + mark staging)"
     if sql.startswith('WITH unknown AS'): return "fuzzy links"
+    if sql.startswith('SELECT DISTINCT id FROM (SELECT b.'): return "placeholders: missing ids (batch)"
     if sql.startswith('UPDATE stg_'): return "mark staging rows"
     if sql.startswith('INSERT INTO clients') or sql.startswith('INSERT INTO users') or sql.startswith('INSERT INTO pianos'):
         return "placeholders -> " + sql.split()[2]
@@ -435,6 +449,16 @@ if 'started' in ts and 'stopped' in ts:
 PY
 split_report "(a) ingestd" "$off_a" "$end_a"
 split_report "(b) reference" "$off_b" "$end_b"
+if [ -n "$alt" ]; then
+  split_report "(a2) $alt" "$off_alt" "$end_alt"
+  read -r walt rss_alt _ <"$work/alt.m"
+  python3 -c "print(f'\n  (a2) {$rows / $walt:,.0f} rows/s in {$walt:.2f} s, (a2)/(a) {$wa / $walt:.3f}, (a2)/(b) {$wb / $walt:.3f}, peak RSS {$rss_alt / 1024:.1f} MB')"
+  if cmp -s "$work/state_alt" "$work/state_b"; then
+    echo "  end state after (a2): identical"
+  else
+    echo "  end state after (a2): DIFFERENT"; cat "$work/state_alt"; same=0
+  fi
+fi
 read -r wd _ _ <"$work/d.m"
 python3 - "$rows" "$naive_rows" "$wa" "$wb" "$wc" "$wd" "$rss_a" "$cpu_a" "$(nproc)" "$workers" \
   "${batch:-2000 (default)}" "$every" "$statements_d" "$same" "$load_before" "$load_after" <<'PY'
@@ -461,6 +485,20 @@ print(f"  end states of (a) and (b): {'identical' if same == '1' else 'DIFFERENT
 print(f"  load average before (a): {load_before}, after (c'): {load_after}  (other work on the machine skews the figures)")
 print(f"reconcile: a={ra:,.0f} rows/s b={rb:,.0f} rows/s c={rc:,.0f} rows/s c'={rd:,.0f} rows/s "
       f"a/b={ra/rb:.2f} a/c={ra/rc:.1f} a/c'={ra/rd:.1f} rss={rss/1024:.1f} MB")
+import json
+def result(**f):
+    print("RESULT bench=\"reconcile\" " + " ".join(f"{k}={json.dumps(v)}" for k, v in f.items()))
+result(figure=f"rows/s, {rows:,} rows", value=f"{ra:.0f}", unit="rows/s", ref=f"{rb:.0f}",
+       ref_what="(b) set-based SQL, one transaction", ratio=f"{ra/rb:.2f}", ratio_what="a/b",
+       target=">= 1.0", met="yes" if ra / rb >= 1.0 else "NO")
+result(figure=f"rows/s, {rows:,} rows", value=f"{ra:.0f}", unit="rows/s", ref=f"{rc:.0f}",
+       ref_what=f"(c) naive, 1 autocommit per record ({naive:,} rows)", ratio=f"{ra/rc:.1f}",
+       ratio_what="a/c", target=">= 10", met="yes" if ra / rc >= 10 else "NO")
+result(figure=f"rows/s, {rows:,} rows", value=f"{ra:.0f}", unit="rows/s", ref=f"{rd:.0f}",
+       ref_what=f"(c') naive, 1 autocommit per statement ({naive:,} rows)", ratio=f"{ra/rd:.1f}",
+       ratio_what="a/c'", target="", met="")
+result(figure="reconciler peak RSS", value=f"{rss/1024:.1f}", unit="MB", ref="", ref_what="",
+       ratio="", ratio_what="", target="<= 150 MB", met="yes" if rss / 1024 <= 150 else "NO")
 PY
 [ "$same" = 1 ] || { echo "MISMATCH: the end states of (a) and (b) differ" >&2; exit 1; }
 for v in "$naive_done_c" "$naive_marked_c" "$naive_done_d" "$naive_marked_d"; do
