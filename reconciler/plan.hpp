@@ -10,7 +10,8 @@
 //                   another table are inserted on a second connection, committed at once
 //                   (`missing` finds them in the batch, `insert_ids` inserts them): a batch
 //                   that held new parents locked until its commit made every other batch
-//                   naming them wait (18 of 59 s of server time at the start of a backlog);
+//                   naming them wait (7-8 s of lock waits in a 1M-row backlog; 1.06-1.17x
+//                   faster at 1M rows, 1.26-1.36x at 300,000: docs/BENCHMARKS.md);
 //   apply           upserts the newest version of each record (newer wins) and marks every
 //                   claimed staging row with its outcome, in one statement.
 // When a statement fails, the batch is claimed again by id and bisected (claim_ids,

@@ -2,10 +2,10 @@
 # End-to-end latency benchmark (issue 7): how long after an upstream change does a user see it
 # in the production table? `ingestd run` (fetcher, stager, reconciler, monitor in one process)
 # syncs a Gazelle-like upstream (the simulator: GraphQL, Relay pages, OAuth2 client
-# credentials, SIZE=500: 4,525 clients, pianos, users, timeline entries and invoices) into a
-# throwaway PostgreSQL on 127.0.0.1, with the configuration's defaults everywhere (page size
-# 100, rate limit 5/s burst 10, staging.poll_interval 2 s, reconciler.poll_interval 1 s)
-# except schedule.every (see below).
+# credentials; SIZE=500: 4,525 records of clients, pianos, users, timeline entries and
+# invoices) into a throwaway PostgreSQL on 127.0.0.1, with the configuration's defaults
+# everywhere (page size 100, rate limit 5/s burst 10, staging.poll_interval 2 s,
+# reconciler.poll_interval 1 s) except schedule.every (see below).
 #
 # After the initial sync, the driver (e2e_latency.py) changes CHANGES records upstream (the
 # simulator's control endpoint; entities in turn), at random moments spread uniformly over
