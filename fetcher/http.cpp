@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <optional>
 
 #include <fmt/format.h>
@@ -41,7 +42,13 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
       value.remove_prefix(1);
     while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
       value.remove_suffix(1);
-    static_cast<Transfer*>(user)->response->headers[name] = std::string(value);
+    auto* response = static_cast<Transfer*>(user)->response;
+    // The body's size, when announced, is allocated once (a lying header costs at most 64 MiB).
+    if (name == "content-length") {
+      auto announced = std::strtoull(std::string(value).c_str(), nullptr, 10);
+      response->body.reserve(std::min<unsigned long long>(announced, 64ULL << 20));
+    }
+    response->headers[name] = std::string(value);
   } else if (line.rfind("HTTP/", 0) == 0) {
     // A new response (after a redirect or 100-continue): forget the previous headers.
     static_cast<Transfer*>(user)->response->headers.clear();
@@ -62,42 +69,65 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 
 }  // namespace
 
+// What one request needs while it is in flight: curl keeps pointers to all of it.
+struct HttpClient::Pending {
+  std::string url;
+  std::optional<std::string> body;
+  curl_slist* headers = nullptr;
+  HttpResponse response;
+  Transfer transfer{};
+  ~Pending() { curl_slist_free_all(headers); }
+};
+
 HttpClient::HttpClient(std::chrono::milliseconds timeout, bool tls_verify, const StopToken& stop)
     : timeout_(timeout), tls_verify_(tls_verify), stop_(stop) {
   static GlobalInit init;
   curl_ = curl_easy_init();
-  if (!curl_) throw std::runtime_error("curl_easy_init failed");
+  multi_ = curl_multi_init();
+  if (!curl_ || !multi_) {
+    curl_easy_cleanup(static_cast<CURL*>(curl_));
+    if (multi_) curl_multi_cleanup(static_cast<CURLM*>(multi_));
+    throw std::runtime_error("curl_easy_init or curl_multi_init failed");
+  }
 }
 
 HttpClient::~HttpClient() {
+  // A request still in flight is abandoned: its connection closes with it.
+  if (busy_) curl_multi_remove_handle(static_cast<CURLM*>(multi_), static_cast<CURL*>(curl_));
+  curl_multi_cleanup(static_cast<CURLM*>(multi_));
   curl_easy_cleanup(static_cast<CURL*>(curl_));
 }
 
 HttpResponse HttpClient::get(const std::string& url, const std::vector<std::string>& headers) {
-  return perform(url, nullptr, headers);
+  start(url, std::nullopt, headers);
+  return complete();
 }
 
 HttpResponse HttpClient::post(const std::string& url, const std::string& body,
                               const std::vector<std::string>& headers) {
-  return perform(url, &body, headers);
+  start(url, body, headers);
+  return complete();
 }
 
-HttpResponse HttpClient::perform(const std::string& url, const std::string* body,
-                                 const std::vector<std::string>& headers) {
+void HttpClient::start(const std::string& url, const std::optional<std::string>& body,
+                       const std::vector<std::string>& headers) {
+  if (busy_) throw std::logic_error("HttpClient::start: a request is already in flight");
   auto* c = static_cast<CURL*>(curl_);
-  curl_easy_reset(c);  // keeps the connection cache
-  HttpResponse response;
-  Transfer transfer{&response, &stop_, std::nullopt};
-  curl_slist* list = nullptr;
-  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+  curl_easy_reset(c);  // keeps the connection cache (the multi handle's)
+  pending_ = std::make_unique<Pending>();
+  auto& p = *pending_;
+  p.url = url;
+  p.body = body;
+  p.transfer = Transfer{&p.response, &stop_, std::nullopt};
+  for (const auto& h : headers) p.headers = curl_slist_append(p.headers, h.c_str());
+  curl_easy_setopt(c, CURLOPT_URL, p.url.c_str());
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, p.headers);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &transfer);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &p.transfer);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &transfer);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &p.transfer);
   curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &transfer);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &p.transfer);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_.count()));
@@ -108,17 +138,53 @@ HttpResponse HttpClient::perform(const std::string& url, const std::string* body
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, tls_verify_ ? 1L : 0L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, tls_verify_ ? 2L : 0L);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "ingestd/0.1");
-  if (body) {
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body->data());
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
+  if (p.body) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, p.body->data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(p.body->size()));
   }
-  CURLcode rc = curl_easy_perform(c);
-  curl_slist_free_all(list);
-  if (rc != CURLE_OK)
-    throw TransportError(fmt::format("{} ({})", curl_easy_strerror(rc), url),
-                         rc == CURLE_OPERATION_TIMEDOUT);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
-  return response;
+  auto* m = static_cast<CURLM*>(multi_);
+  if (CURLMcode rc = curl_multi_add_handle(m, c); rc != CURLM_OK)
+    throw TransportError(fmt::format("{} ({})", curl_multi_strerror(rc), url), false);
+  busy_ = true;
+  // Drive the transfer as far as it goes without waiting: on a kept-alive connection that
+  // sends the request, so the server works on it while the caller does something else.
+  int running = 0;
+  curl_multi_perform(m, &running);
+}
+
+HttpResponse HttpClient::complete() {
+  if (!busy_) throw std::logic_error("HttpClient::complete: no request in flight");
+  auto* m = static_cast<CURLM*>(multi_);
+  auto* c = static_cast<CURL*>(curl_);
+  CURLcode result = CURLE_OK;
+  for (;;) {
+    int running = 0;
+    if (CURLMcode mc = curl_multi_perform(m, &running); mc != CURLM_OK) {
+      curl_multi_remove_handle(m, c);
+      busy_ = false;
+      auto p = std::move(pending_);
+      throw TransportError(fmt::format("{} ({})", curl_multi_strerror(mc), p->url), false);
+    }
+    int queued = 0;
+    bool done = false;
+    while (CURLMsg* msg = curl_multi_info_read(m, &queued)) {
+      if (msg->msg == CURLMSG_DONE && msg->easy_handle == c) {
+        result = msg->data.result;
+        done = true;
+      }
+    }
+    if (done) break;
+    // Wakes at least every 100 ms, so that curl checks its timeouts and the stop token.
+    curl_multi_poll(m, nullptr, 0, 100, nullptr);
+  }
+  curl_multi_remove_handle(m, c);
+  busy_ = false;
+  auto p = std::move(pending_);
+  if (result != CURLE_OK)
+    throw TransportError(fmt::format("{} ({})", curl_easy_strerror(result), p->url),
+                         result == CURLE_OPERATION_TIMEDOUT);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &p->response.status);
+  return std::move(p->response);
 }
 
 std::string url_encode(std::string_view s) {

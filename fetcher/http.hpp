@@ -1,10 +1,15 @@
 // HTTP for the fetcher: one libcurl easy handle per thread (connections are reused), a
 // whole-request timeout, TLS verification on unless the config turns it off, and a stop
-// token that aborts a transfer still running 3 s after shutdown was requested.
+// token that aborts a transfer still running 3 s after shutdown was requested. A request can
+// be sent and its response collected later (start/complete), so that the upstream prepares
+// the next page while the caller works on the previous one (fetcher/README.md, pipelining).
 #pragma once
 
 #include <chrono>
 #include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -43,10 +48,19 @@ class HttpClient {
   HttpResponse post(const std::string& url, const std::string& body,
                     const std::vector<std::string>& headers);
 
+  // Sends a request (GET, or POST when `body` is set) and returns once it is on its way; one
+  // at a time. complete() waits for its response: TransportError or any HTTP status.
+  void start(const std::string& url, const std::optional<std::string>& body,
+             const std::vector<std::string>& headers);
+  HttpResponse complete();
+  [[nodiscard]] bool busy() const { return busy_; }
+
  private:
-  HttpResponse perform(const std::string& url, const std::string* body,
-                       const std::vector<std::string>& headers);
   void* curl_;
+  void* multi_;
+  bool busy_ = false;
+  struct Pending;
+  std::unique_ptr<Pending> pending_;  // the request in flight and what it received
   std::chrono::milliseconds timeout_;
   bool tls_verify_;
   const StopToken& stop_;
