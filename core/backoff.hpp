@@ -10,10 +10,17 @@
 
 namespace ingestd {
 
+// A seed for each Backoff: std::random_device costs tens of microseconds to open, and the
+// fetcher makes one Backoff per page.
+inline std::uint64_t backoff_seed() {
+  static thread_local std::mt19937_64 seeds{std::random_device{}()};
+  return seeds();
+}
+
 class Backoff {
  public:
   Backoff(std::chrono::milliseconds initial, std::chrono::milliseconds cap,
-          std::uint64_t seed = std::random_device{}())
+          std::uint64_t seed = backoff_seed())
       : initial_(initial), cap_(cap), rng_(seed) {}
 
   [[nodiscard]] std::chrono::milliseconds next() {
