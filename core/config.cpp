@@ -344,6 +344,7 @@ class Loader {
     s.retry_initial = *parse_duration(opt(p + ".retry.initial"));
     s.retry_max = *parse_duration(opt(p + ".retry.max"));
     s.tls_verify = opt(p + ".tls_verify") == "true";
+    s.pipelining = opt(p + ".pipelining") == "true";
     auto& a = s.auth;
     a.bearer_token = opt(p + ".auth.bearer_token");
     a.api_key_header = opt(p + ".auth.api_key_header");

@@ -57,6 +57,7 @@ struct Source {
   Duration retry_initial{};
   Duration retry_max{};
   bool tls_verify = true;
+  bool pipelining = true;  // fetcher/run.cpp: position_ahead()
 };
 
 // How an entity is fetched; the pagination names match the config values.

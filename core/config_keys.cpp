@@ -51,8 +51,9 @@ const std::vector<Key>& keys() {
        "Where the fetcher keeps its checkpoints (default: <spool.dir>/state)."},
 
       {"reconciler.workers", Type::integer, "2", false, false, 1, 32, "",
-       "Parallel reconcilers in one process, each with its own connection. More processes "
-       "(and hosts) may run against the same database: they share the work."},
+       "Parallel reconcilers in one process, each with two connections (batches, and the "
+       "placeholders of other tables, committed apart). More processes (and hosts) may run "
+       "against the same database: they share the work."},
       {"reconciler.batch_size", Type::integer, "2000", false, false, 1, 100000, "",
        "Staging rows claimed and applied per transaction."},
       {"reconciler.max_attempts", Type::integer, "5", false, false, 1, 1000, "",
@@ -123,6 +124,11 @@ const std::vector<Key>& keys() {
        "Longest backoff between attempts (a longer Retry-After is obeyed as given)."},
       {"sources.*.tls_verify", Type::boolean, "true", false, false, 0, 0, "",
        "Verify the server's TLS certificate. Turn off only for a test server."},
+      {"sources.*.pipelining", Type::boolean, "true", false, false, 0, 0, "",
+       "Send the next page's request as soon as a page arrives, before parsing it, where the "
+       "next request does not depend on the page (page, page_number and offset after a full "
+       "page; next_link from the Link header; never relay). Costs one request past the end of "
+       "a run whose last page is short."},
       {"sources.*.entities", Type::map, "", true, false, 0, 0, "",
        "Entities of this source by name; the name gives the staging table stg_<name> and "
        "must be unique across sources (lowercase letters, digits, _)."},

@@ -52,6 +52,18 @@ class RateLimiter {
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
   }
 
+  // Takes a token if one is there now (and no Retry-After pause is running); never waits.
+  bool try_acquire() {
+    std::lock_guard lock(mu_);
+    auto now = Clock::now();
+    if (now < closed_until_) return false;
+    if (per_second_ <= 0) return true;
+    refill(now);
+    if (tokens_ < 1) return false;
+    tokens_ -= 1;
+    return true;
+  }
+
   // The server asked for a pause (Retry-After): nobody sends before `until`.
   void close_until(Clock::time_point until) {
     std::lock_guard lock(mu_);

@@ -168,34 +168,121 @@ Outgoing next_request(const config::Source& src, const config::Entity& e, const 
 
 }  // namespace
 
-// Fetches one page, retrying what can succeed later; throws GaveUp or Stopped.
+namespace {
+
+bool operator==(const Outgoing& a, const Outgoing& b) {
+  return a.url == b.url && a.body == b.body;
+}
+
+// Pipelining: the next page's request goes out as soon as this page's response is in, so that
+// the upstream prepares it while this page is parsed and queued for the spool. Sent only when
+// the next request does not depend on this page's body: for page, page_number and offset,
+// after a full page (a run whose last page is short asks for one page past it, answered
+// and discarded); for next_link, when the Link header names a next page. Never for Relay (the
+// cursor is in the body) nor while the rate limit has no token to spare.
+std::optional<RunState> position_ahead(const config::Entity& e, const RunState& run,
+                                       const HttpResponse& response, bool after_full_page) {
+  const auto& pagination = e.request.pagination;
+  RunState next = run;
+  ++next.page;
+  if (pagination == "next_link") {
+    next.cursor = next_link(response.header("link"));
+    if (next.cursor.empty()) return std::nullopt;
+    return next;
+  }
+  if (after_full_page && e.request.page_size > 0 &&
+      (pagination == "page" || pagination == "page_number" || pagination == "offset")) {
+    next.records += e.request.page_size;
+    return next;
+  }
+  return std::nullopt;
+}
+
+void count_response(const config::Entity& e, Metrics& m, long status) {
+  ++m.requests;
+  m.count_status(status);
+  metrics::upstream_requests(e.name, status).Increment();
+}
+
+// A request sent ahead that turned out not to be needed (the run ended, the guess missed, the
+// page it followed is asked again): its answer is read, counted and dropped. A Retry-After
+// in it still pauses the source.
+void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, Metrics& m, HttpClient& http,
+                   std::optional<Outgoing>& ahead) {
+  if (!ahead) return;
+  ahead.reset();
+  try {
+    auto r = http.complete();
+    count_response(e, m, r.status);
+    if (auto ra = retry_after(r); ra && (r.status == 429 || r.status == 503))
+      src.limiter.close_until(Clock::now() + *ra);
+  } catch (const TransportError&) {
+    ++m.requests;
+    metrics::upstream_requests(e.name, 0).Increment();
+  }
+}
+
+}  // namespace
+
+// Fetches one page, retrying what can succeed later; throws GaveUp or Stopped. `ahead` is
+// the request already sent for this page (if any); on return it names the request sent for
+// the next one, if position_ahead() found one to send.
 static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const RunState& run,
                        HttpClient& http, ResponseReader& reader, Metrics& m, const StopToken& stop,
-                       HttpResponse& last) {
+                       HttpResponse& last, std::optional<Outgoing>& ahead, bool after_full_page) {
   const auto& s = src.source;
+  const bool pipelining = s.pipelining;
   Backoff backoff(s.retry_initial, s.retry_max);
   Outgoing out = next_request(s, e, run);
+  if (ahead && !(*ahead == out)) discard_ahead(src, e, m, http, ahead);
   std::string failure;
   bool refreshed = false;
   for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
     notify::beat();  // the entity loop's heartbeat (fetcher/loop.cpp): one per attempt
-    bool ok = true;
-    auto throttled = src.limiter.acquire(stop, ok);
-    m.throttled_ms += throttled.count();
-    if (throttled.count() > 0)
-      metrics::upstream_throttled_seconds(e.name).Increment(static_cast<double>(throttled.count()) /
-                                                            1000.0);
-    if (!ok) throw Stopped{};
+    if (!ahead) {
+      bool ok = true;
+      auto throttled = src.limiter.acquire(stop, ok);
+      m.throttled_ms += throttled.count();
+      if (throttled.count() > 0)
+        metrics::upstream_throttled_seconds(e.name).Increment(
+            static_cast<double>(throttled.count()) / 1000.0);
+      if (!ok) throw Stopped{};
+    }
     std::optional<std::chrono::milliseconds> wait;
     try {
-      auto headers = src.auth.headers(http);
-      headers.push_back("Accept: application/json");
-      if (out.body) headers.push_back("Content-Type: application/json");
-      ++m.requests;
-      last = out.body ? http.post(out.url, *out.body, headers) : http.get(out.url, headers);
-      m.count_status(last.status);
-      metrics::upstream_requests(e.name, last.status).Increment();
-      if (last.status >= 200 && last.status < 300) return reader.read(last.body);
+      if (ahead) {
+        ahead.reset();  // its answer is this attempt's
+      } else {
+        auto headers = src.auth.headers(http);
+        headers.push_back("Accept: application/json");
+        if (out.body) headers.push_back("Content-Type: application/json");
+        http.start(out.url, out.body, headers);
+      }
+      try {
+        last = http.complete();
+      } catch (const TransportError&) {
+        ++m.requests;
+        throw;
+      }
+      count_response(e, m, last.status);
+      if (last.status >= 200 && last.status < 300) {
+        auto next = pipelining ? position_ahead(e, run, last, after_full_page) : std::nullopt;
+        if (next && src.limiter.try_acquire()) {
+          // Optional: if it cannot be sent (a token request failing, say), the next page is
+          // asked for in turn and meets the problem there, with its retries.
+          try {
+            Outgoing following = next_request(s, e, *next);
+            auto headers = src.auth.headers(http);
+            headers.push_back("Accept: application/json");
+            if (following.body) headers.push_back("Content-Type: application/json");
+            http.start(following.url, following.body, headers);
+            ahead = std::move(following);
+          } catch (const std::exception&) {
+            ahead.reset();
+          }
+        }
+        return reader.read(last.body);
+      }
       failure = fmt::format("HTTP {}", last.status);
       if (last.status == 401 && !refreshed && src.auth.refresh_after_401()) {
         refreshed = true;  // an expired token: get a new one and ask again at once
@@ -219,7 +306,8 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       if (stop.stop_requested()) throw Stopped{};
       failure = err.what();
     } catch (const BadResponse& err) {
-      failure = err.what();  // malformed JSON, truncated body, GraphQL errors
+      failure = err.what();                   // malformed JSON, truncated body, GraphQL errors
+      discard_ahead(src, e, m, http, ahead);  // this page is asked again first
     } catch (const Authenticator::AuthError& err) {
       failure = err.what();
     }
@@ -258,12 +346,14 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
   bool reached_end = run.exhausted;  // crashed after its last page: only the end is left
   if (!reached_end) {
     PageWriter writer(config_, e, cp, m);
+    std::optional<Outgoing> ahead;  // the next page's request, sent early (fetch_page)
+    bool after_full_page = false;   // the previous page of this process was full
     for (;;) {
       if (stop_.stop_requested()) break;
       HttpResponse response;
       Page page;
       try {
-        page = fetch_page(src, e, pos, http, reader, m, stop_, response);
+        page = fetch_page(src, e, pos, http, reader, m, stop_, response, ahead, after_full_page);
       } catch (const Stopped&) {
         break;
       } catch (const GaveUp& err) {
@@ -273,6 +363,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
                    pos.page, log::q(err.what()));
         break;
       }
+      failpoint("fetcher.after_parse");  // tests: what was asked before this page is spooled
       if (page.replaced > 0) {
         // Bytes that are not UTF-8 became U+FFFD in this page's records (Postgres stores
         // nothing else). The body as received goes to the spool too: the stager quarantines
@@ -299,6 +390,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
       // Where the next page starts, per pagination style.
       auto& next = q.after;
       auto n = static_cast<std::int64_t>(page.records.size());
+      after_full_page = n >= e.request.page_size;
       auto [more, cursor] =
           next_position(e.request.pagination, page, response.header("link"), e.request.page_size);
       if (cursor) next.cursor = std::move(*cursor);
@@ -317,6 +409,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
         break;
       }
     }
+    discard_ahead(src, e, m, http, ahead);  // past the last page, or stopped
     try {
       writer.finish();
     } catch (const std::exception& err) {

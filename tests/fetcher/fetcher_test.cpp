@@ -136,6 +136,97 @@ TEST_CASE("REST page and offset and next-link pagination fetch every record") {
   CHECK(f.spooled("users") == f.upstream("users"));
 }
 
+namespace {
+const char* kPianosBy11 = R"(
+      pianos:
+        rest: {path: /rest/pianos, pagination: page}
+        page_size: 11
+)";
+
+// The number of data requests the simulator has logged, once it stops growing (a request
+// sent just before a SIGKILL reaches the simulator's log a moment later).
+std::size_t settled_requests(test::Simulator& sim) {
+  auto n = sim.request_times().size();
+  for (int i = 0; i < 10; ++i) {
+    std::this_thread::sleep_for(50ms);
+    auto again = sim.request_times().size();
+    if (again == n) break;
+    n = again;
+  }
+  return n;
+}
+}  // namespace
+
+// Protects pipelining (sources.*.pipelining): the upstream gets the next page's request
+// while the fetcher parses and spools the current one, which is what lets a fast upstream,
+// not the fetcher, set the pace (tests/bench/fetch_bench.sh). Killed just after parsing its
+// 3rd page, the fetcher has already asked for the 4th; with pipelining off it has not.
+TEST_CASE("pipelining asks for the next page before the current one is spooled") {
+  for (bool pipelining : {true, false}) {
+    CAPTURE(pipelining);
+    FetchFixture f({"--size", "40"},
+                   fmt::format("rate_limit: {{per_second: 0}}\n    pipelining: {}", pipelining), "",
+                   kPianosBy11);
+    CHECK(f.fetch({}, {{"INGESTD_FAILPOINTS", "fetcher.after_parse:3"}}, "killed.log") ==
+          128 + SIGKILL);
+    // Page 1 is asked alone, page 2 alone (page 1 was full), page 3 ahead of page 2's parse,
+    // page 4 ahead of page 3's.
+    CHECK(settled_requests(f.sim) == (pipelining ? 4U : 3U));
+    CHECK(f.fetch({}, {}, "resumed.log") == 0);
+    CHECK(f.spooled("pianos") == f.upstream("pianos"));
+  }
+}
+
+// Protects what pipelining costs and that the counts stay honest: 80 pianos in pages of 11 are
+// 8 pages, the last one short; the request sent ahead past it is answered, counted and
+// dropped (9 requests, not 8), and no page is spooled twice. next_link knows from the Link
+// header whether a next page exists, so it never asks past the end.
+TEST_CASE("pipelining asks at most one page past the end and counts that request") {
+  for (bool pipelining : {true, false}) {
+    CAPTURE(pipelining);
+    FetchFixture f({"--size", "40"},
+                   fmt::format("rate_limit: {{per_second: 0}}\n    pipelining: {}", pipelining), "",
+                   std::string(kPianosBy11) + R"(
+      users:
+        rest: {path: /rest/users, pagination: next_link}
+        page_size: 2
+)");
+    CHECK(f.fetch({"--entity", "pianos"}) == 0);
+    CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
+    CHECK(f.spooled("pianos") == f.upstream("pianos"));
+    auto pianos_requests = pipelining ? 9U : 8U;
+    CHECK(settled_requests(f.sim) == pianos_requests);
+    CHECK(f.log().find(fmt::format("pages=8 records=80 requests={} ", pianos_requests)) !=
+          std::string::npos);
+    CHECK(f.fetch({"--entity", "users"}, {}, "users.log") == 0);
+    auto users = f.upstream("users").size();
+    CHECK(f.spooled("users") == f.upstream("users"));
+    CHECK(settled_requests(f.sim) == pianos_requests + (users + 1) / 2);
+  }
+}
+
+// Protects the requests sent ahead against faults: whatever kind of failure answers a request
+// sent ahead (or the page it followed, while it is in flight), the page is asked again, the
+// run completes, and every record is spooled exactly once.
+TEST_CASE("a fault on a request sent ahead is retried and no record is lost or doubled") {
+  for (const char* fault :
+       {R"({"kind":"500","count":2})", R"({"kind":"503","count":1,"retry_after":0})",
+        R"({"kind":"slow","count":1,"delay_ms":1500})", R"({"kind":"truncate","count":1})",
+        R"({"kind":"malformed","count":2})", R"({"kind":"429","count":1,"retry_after":1})"}) {
+    for (int skip : {2, 3}) {  // the fault hits page 3 (sent ahead) or page 4's
+      CAPTURE(fault);
+      CAPTURE(skip);
+      FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 0}", "", kPianosBy11);
+      f.sim.fault(fmt::format(R"({{"kind":"none","count":{}}})", skip));
+      f.sim.fault(fault);
+      CHECK(f.fetch() == 0);
+      CHECK(f.log().find("fetcher.retry") != std::string::npos);
+      CHECK(f.spooled("pianos") == f.upstream("pianos"));
+      CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
+    }
+  }
+}
+
 TEST_CASE("SIGKILL after a checkpoint then restart resumes at its page and loses no page") {
   // 40 requests a second: the writer keeps up, checkpoints come page by page.
   FetchFixture f({"--size", "70"}, "rate_limit: {per_second: 40, burst: 1}");

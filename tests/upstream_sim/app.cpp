@@ -61,8 +61,8 @@ std::optional<Auth> parse_auth(std::string_view spec) {
 }
 
 bool known_fault_kind(std::string_view kind) {
-  for (std::string_view k :
-       {"429", "500", "503", "slow", "truncate", "malformed", "graphql_error", "expire_tokens"})
+  for (std::string_view k : {"429", "500", "503", "slow", "truncate", "malformed", "graphql_error",
+                             "expire_tokens", "none"})
     if (k == kind) return true;
   return false;
 }

@@ -41,7 +41,7 @@ struct Auth {
 [[nodiscard]] std::optional<Auth> parse_auth(std::string_view spec);
 
 struct Fault {
-  std::string kind;  // 429 500 503 slow truncate malformed graphql_error expire_tokens
+  std::string kind;  // 429 500 503 slow truncate malformed graphql_error expire_tokens none
   int count = 1;     // applies to the next `count` data requests
   std::optional<int> retry_after;  // 429, 503: Retry-After seconds
   int delay_ms = 0;                // slow
