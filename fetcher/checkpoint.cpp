@@ -1,5 +1,14 @@
 #include "fetcher/checkpoint.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <system_error>
+
 #include <simdjson.h>
 
 #include <fmt/format.h>
@@ -21,9 +30,30 @@ std::optional<SysTime> time_field(simdjson::dom::element o, std::string_view key
   return parse_rfc3339(s);
 }
 
-std::filesystem::path file_for(const std::filesystem::path& dir, std::string_view entity) {
-  return dir / fmt::format("{}.json", entity);
+// Two slots, written in turn: slot 0 is <entity>.json (the name of the single file of
+// version 1, read as sequence 0), slot 1 is <entity>.json.1.
+std::filesystem::path slot_path(const std::filesystem::path& dir, std::string_view entity,
+                                std::uint64_t seq) {
+  return dir / (seq % 2 == 0 ? fmt::format("{}.json", entity) : fmt::format("{}.json.1", entity));
 }
+
+// FNV-1a, 64 bits: detects a torn write, not an adversary.
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 14695981039346656037ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+constexpr std::string_view kCheck = ",\"check\":\"";
+
+// One slot's checkpoint, or nullopt when the slot is missing or torn. A version-2 text ends
+// with ,"check":"<fnv1a of everything before it, hex>"} and trailing blanks.
+std::optional<std::pair<std::uint64_t, Checkpoint>> read_slot(const std::filesystem::path& path,
+                                                              simdjson::dom::parser& parser,
+                                                              std::string& error);
 
 }  // namespace
 
@@ -46,16 +76,10 @@ std::optional<Mode> parse_mode(std::string_view s) {
   return std::nullopt;
 }
 
-Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_view entity) {
+namespace {
+
+Checkpoint parse_checkpoint(simdjson::dom::element doc, const std::filesystem::path& path) {
   Checkpoint cp;
-  auto path = file_for(state_dir, entity);
-  auto text = read_file(path);
-  if (!text) return cp;
-  simdjson::dom::parser parser;
-  simdjson::dom::element doc;
-  if (auto e = parser.parse(*text).get(doc))
-    throw std::runtime_error(fmt::format("checkpoint {} is not valid JSON ({}); fix or remove it",
-                                         path.string(), simdjson::error_message(e)));
   std::string_view s;
   if (!doc["last_run_id"].get_string().get(s)) cp.last_run_id = std::string(s);
   cp.watermark = time_field(doc, "watermark");
@@ -84,8 +108,53 @@ Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_v
   return cp;
 }
 
+std::optional<std::pair<std::uint64_t, Checkpoint>> read_slot(const std::filesystem::path& path,
+                                                              simdjson::dom::parser& parser,
+                                                              std::string& error) {
+  auto text = read_file(path);
+  if (!text) return std::nullopt;
+  simdjson::dom::element doc;
+  if (auto e = parser.parse(*text).get(doc)) {
+    error = fmt::format("{} is not valid JSON ({})", path.string(), simdjson::error_message(e));
+    return std::nullopt;
+  }
+  std::int64_t version = 1;
+  if (doc["version"].get_int64().get(version)) version = 1;
+  std::uint64_t seq = 0;
+  if (version >= 2) {
+    auto at = text->rfind(kCheck);
+    std::uint64_t want = 0;
+    if (at == std::string::npos || doc["seq"].get_uint64().get(seq) ||
+        std::sscanf(text->c_str() + at + kCheck.size(), "%16" SCNx64, &want) != 1 ||
+        fnv1a(std::string_view(*text).substr(0, at)) != want) {
+      error = fmt::format("{} fails its check (a write cut short?)", path.string());
+      return std::nullopt;
+    }
+  }
+  return std::pair{seq, parse_checkpoint(doc, path)};
+}
+
+}  // namespace
+
+// The newer of the two slots that is whole. One torn slot is a write cut short by a crash:
+// the other one, a page older, is used (that page is fetched again).
+Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_view entity) {
+  simdjson::dom::parser parser;
+  std::string error0, error1;
+  auto a = read_slot(slot_path(state_dir, entity, 0), parser, error0);
+  auto b = read_slot(slot_path(state_dir, entity, 1), parser, error1);
+  if (!a && !b) {
+    if (error0.empty() && error1.empty()) return {};  // no checkpoint yet
+    throw std::runtime_error(fmt::format("checkpoint of {}: {}; fix or remove it", entity,
+                                         error0.empty() ? error1 : error0));
+  }
+  auto& newest = !b || (a && a->first > b->first) ? *a : *b;
+  newest.second.seq = newest.first;
+  return std::move(newest.second);
+}
+
 void save_checkpoint(const std::filesystem::path& state_dir, std::string_view entity,
-                     const Checkpoint& cp) {
+                     Checkpoint& cp) {
   std::string current = "null";
   if (cp.current) {
     const auto& r = *cp.current;
@@ -96,16 +165,40 @@ void save_checkpoint(const std::filesystem::path& state_dir, std::string_view en
         time_or_null(r.until), r.page, r.records, json_quote(r.cursor), time_or_null(r.newest),
         json_quote(format_rfc3339(r.started_at)), r.exhausted ? "true" : "false");
   }
+  std::uint64_t seq = cp.seq + 1;
   std::string text = fmt::format(
-      "{{\"version\":1,\"entity\":{},\"current\":{},\"last_run_id\":{},\"watermark\":{},"
-      "\"last_completed\":{},\"last_full\":{}}}\n",
-      json_quote(entity), current,
+      "{{\"version\":2,\"seq\":{},\"entity\":{},\"current\":{},\"last_run_id\":{},"
+      "\"watermark\":{},\"last_completed\":{},\"last_full\":{}",
+      seq, json_quote(entity), current,
       cp.last_run_id ? json_quote(*cp.last_run_id) : std::string("null"),
       time_or_null(cp.watermark), time_or_null(cp.last_completed), time_or_null(cp.last_full));
-  // No directory fsync: after a power loss the previous checkpoint may come back, and the run
-  // then fetches its last page again (a duplicate, harmless). The page itself is durable
-  // (spool::write_page syncs its directory) before this is written, so nothing is skipped.
-  spool::write_atomically(file_for(state_dir, entity), text, /*sync_dir=*/false);
+  text += fmt::format("{}{:016x}\"}}\n", kCheck, fnv1a(text));
+  // Written in place over the older slot: no file created, renamed or deleted per page, and
+  // the other slot stays whole if this write is cut short. Blanks pad the text to the slot's
+  // size (JSON allows them), so the file keeps its size and the sync writes the data alone.
+  auto path = slot_path(state_dir, entity, seq);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0)
+    throw std::system_error(errno, std::generic_category(), "cannot open " + path.string());
+  struct stat st {};
+  bool created = ::fstat(fd, &st) == 0 && st.st_size == 0;
+  if (static_cast<std::size_t>(st.st_size) > text.size())
+    text.append(static_cast<std::size_t>(st.st_size) - text.size(), ' ');
+  std::size_t done = 0;
+  int err = 0;
+  while (done < text.size() && err == 0) {
+    ssize_t n = ::pwrite(fd, text.data() + done, text.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno != EINTR) err = errno;
+    if (n > 0) done += static_cast<std::size_t>(n);
+  }
+  if (err == 0 && ::fdatasync(fd) != 0) err = errno;
+  ::close(fd);
+  if (err != 0)
+    throw std::system_error(err, std::generic_category(), "cannot write " + path.string());
+  // A slot just created is made to survive a power loss (once per entity): the newer slot
+  // must never vanish while the older one stays.
+  if (created) spool::sync_directory(state_dir);
+  cp.seq = seq;
 }
 
 }  // namespace ingestd::fetcher

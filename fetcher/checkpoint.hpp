@@ -1,5 +1,7 @@
-// The fetcher's durable state per entity: <fetcher.state_dir>/<entity>.json, replaced
-// atomically after every page is in the spool. It holds the run in progress (so a crash at
+// The fetcher's durable state per entity: <fetcher.state_dir>/<entity>.json and
+// <entity>.json.1, two slots written in place in turn (each a JSON document with a sequence
+// number and a checksum; the newer whole one counts), after every group of pages is durably
+// in the spool. It holds the run in progress (so a crash at
 // page k resumes at page k) and the last complete run (whose newest record, minus the
 // overlap, is where the next incremental run starts).
 #pragma once
@@ -36,13 +38,15 @@ struct Checkpoint {
   std::optional<SysTime> watermark;       // newest updated-at of complete runs so far
   std::optional<SysTime> last_completed;  // when the last run (any mode) completed
   std::optional<SysTime> last_full;       // when the last full run completed
+  std::uint64_t seq = 0;                  // of the slot it was read from (checkpoint.cpp)
 };
 
 // Missing file: an empty checkpoint. A file that cannot be parsed is an error (never
 // silently restart from scratch: that would refetch everything, or worse, skip nothing).
 [[nodiscard]] Checkpoint load_checkpoint(const std::filesystem::path& state_dir,
                                          std::string_view entity);
+// Durable on return; advances cp.seq.
 void save_checkpoint(const std::filesystem::path& state_dir, std::string_view entity,
-                     const Checkpoint& cp);
+                     Checkpoint& cp);
 
 }  // namespace ingestd::fetcher

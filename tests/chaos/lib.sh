@@ -406,10 +406,16 @@ drain_state() {
 checkpoint_state() {
   python3 - "$SPOOL/state/$1.json" "$2" <<'PY'
 import datetime, json, sys
-try:
-    cp = json.load(open(sys.argv[1]))
-except FileNotFoundError:
-    cp = {}
+# Two slots (fetcher/checkpoint.cpp): <entity>.json and <entity>.json.1; the higher seq counts
+# (a slot that does not parse is one a crash cut short).
+cp, seq = {}, -1
+for path in (sys.argv[1], sys.argv[1] + ".1"):
+    try:
+        slot = json.load(open(path))
+    except (FileNotFoundError, ValueError):
+        continue
+    if slot.get("seq", 0) > seq:
+        cp, seq = slot, slot.get("seq", 0)
 if cp.get("current"):
     print("resume")
 elif cp.get("last_full") and datetime.datetime.fromisoformat(cp["last_full"].replace("Z", "+00:00")).timestamp() >= float(sys.argv[2]):
