@@ -70,48 +70,99 @@ bool usable_after(error_code e) {
 // reader (its id): a broken structure there would make it quarantine the whole page. Numbers
 // are not parsed and strings not unescaped: Postgres judges those, and the stager keeps a
 // record it refuses as text.
-// `depth` bounds the recursion (spool::kMaxDepth, the nesting the parser accepts).
-error_code check_structure(ondemand::value v, std::size_t depth);
+// Iterative: the containers still open are a stack (at most spool::kMaxDepth, the nesting the
+// parser accepts), so a record nested 8192 deep costs no thread stack.
+struct OpenContainer {
+  bool object = false;
+  bool started = false;  // a child was handed out: step past it before the next one
+  ondemand::object_iterator field, fields_end;
+  ondemand::array_iterator element, elements_end;
+};
+using OpenStack = std::vector<OpenContainer>;
 
-error_code check_structure(ondemand::object& o, std::size_t depth = 0) {
-  if (depth >= spool::kMaxDepth) return DEPTH_ERROR;
-  for (auto item : o) {
-    ondemand::field f;
-    if (auto e = std::move(item).get(f)) return e;
-    if (auto e = check_structure(f.value(), depth + 1)) return e;
-  }
+error_code open_object(ondemand::object& o, OpenStack& stack) {
+  if (stack.size() >= spool::kMaxDepth) return DEPTH_ERROR;
+  OpenContainer c;
+  c.object = true;
+  if (auto e = o.begin().get(c.field)) return e;
+  if (auto e = o.end().get(c.fields_end)) return e;
+  stack.push_back(c);
   return SUCCESS;
 }
 
-error_code check_structure(ondemand::array& a, std::size_t depth = 0) {
-  if (depth >= spool::kMaxDepth) return DEPTH_ERROR;
-  for (auto item : a) {
-    ondemand::value el;
-    if (auto e = item.get(el)) return e;
-    if (auto e = check_structure(el, depth + 1)) return e;
-  }
+error_code open_array(ondemand::array& a, OpenStack& stack) {
+  if (stack.size() >= spool::kMaxDepth) return DEPTH_ERROR;
+  OpenContainer c;
+  if (auto e = a.begin().get(c.element)) return e;
+  if (auto e = a.end().get(c.elements_end)) return e;
+  stack.push_back(c);
   return SUCCESS;
 }
 
-error_code check_structure(ondemand::value v, std::size_t depth) {
+// One value: a string is read (not unescaped: skipping a string followed by ':' would take it
+// for a key), a container is opened, other scalars are left for the iterator to step over.
+error_code visit(ondemand::value v, OpenStack& stack) {
   ondemand::json_type t;
   if (auto e = v.type().get(t)) return e;
   if (t == ondemand::json_type::string) {
-    // Read (not unescaped): skipping a string followed by ':' would take it for a key.
     ondemand::raw_json_string raw;
     return v.get_raw_json_string().get(raw);
   }
   if (t == ondemand::json_type::object) {
     ondemand::object o;
     if (auto e = v.get_object().get(o)) return e;
-    return check_structure(o, depth);
+    return open_object(o, stack);
   }
   if (t == ondemand::json_type::array) {
     ondemand::array a;
     if (auto e = v.get_array().get(a)) return e;
-    return check_structure(a, depth);
+    return open_array(a, stack);
   }
   return SUCCESS;
+}
+
+// Depth first, in document order, as On-Demand requires: a child is finished before its parent
+// steps on.
+error_code check_open(OpenStack& stack) {
+  while (!stack.empty()) {
+    auto& c = stack.back();
+    ondemand::value child;
+    if (c.object) {
+      if (c.started) ++c.field;
+      c.started = true;
+      if (!(c.field != c.fields_end)) {
+        stack.pop_back();
+        continue;
+      }
+      ondemand::field f;
+      if (auto e = (*c.field).get(f)) return e;
+      child = f.value();
+    } else {
+      if (c.started) ++c.element;
+      c.started = true;
+      if (!(c.element != c.elements_end)) {
+        stack.pop_back();
+        continue;
+      }
+      if (auto e = (*c.element).get(child)) return e;
+    }
+    if (auto e = visit(child, stack)) return e;  // may grow the stack: `c` is not used after
+  }
+  return SUCCESS;
+}
+
+error_code check_structure(ondemand::object& o) {
+  static thread_local OpenStack stack;
+  stack.clear();
+  if (auto e = open_object(o, stack)) return e;
+  return check_open(stack);
+}
+
+error_code check_structure(ondemand::array& a) {
+  static thread_local OpenStack stack;
+  stack.clear();
+  if (auto e = open_array(a, stack)) return e;
+  return check_open(stack);
 }
 }  // namespace
 

@@ -52,10 +52,6 @@ else
               -DINGESTD_WERROR=ON -DINGESTD_SANITIZE=ON)
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-  # ASan's redzones make each stack frame several times larger. The fetcher checks a record's
-  # structure recursively down to spool::kMaxDepth (8192) levels: a few MB in a release build,
-  # more than the default 8 MB under ASan. Threads take their default stack from this limit.
-  ulimit -s 65536
 fi
 step "build ($(basename "$build"))"
 cmake -S . -B "$build" "${cmake_args[@]}" "${launcher[@]}" >/dev/null

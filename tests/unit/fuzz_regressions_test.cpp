@@ -5,6 +5,7 @@
 // as errors instead of throwing. The inputs are the fuzzers' (minimized) findings.
 #include <doctest/doctest.h>
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -75,6 +76,42 @@ TEST_CASE("fuzz: a record with a broken structure fails the page in the fetcher"
   // Not stricter than Postgres: numbers simdjson cannot hold and bad escapes still pass.
   CHECK(read_rest(R"([{"id":1,"n":123456789012345678901234567890,"x":1e400,"s":"\q"},[1,[2]]])") ==
         "2 records");
+}
+
+// Protects the iterative structure check (fetcher/response.cpp, check_open): a record nested
+// as deep as the parser accepts is read on a thread whose stack is far smaller than what a
+// recursive check needed under ASan (tests/run.sh no longer raises `ulimit -s`), and a break
+// deep inside a record, or after a deep container closes, is still found.
+TEST_CASE("fuzz: the record structure check needs no deep stack and finds deep breaks") {
+  auto nested = [](std::size_t depth, std::string_view inner) {
+    std::string r = "[{\"updatedAt\":\"2026-01-01T00:00:00Z\",\"a\":";
+    for (std::size_t i = 0; i < depth; ++i) r += i % 2 ? "[" : "{\"k\":";
+    r += inner;
+    for (std::size_t i = depth; i-- > 0;) r += i % 2 ? "]" : "}";
+    return r + "}]";
+  };
+  std::string deep_ok, deep_broken, after_deep;
+  auto check = [&] {
+    deep_ok = read_rest(nested(spool::kMaxDepth - 8, "1"));
+    deep_broken = read_rest(nested(100, "{\"x\" 1}"));
+    after_deep = read_rest(nested(100, "1").insert(2, "\"b\":[1,,2],"));
+  };
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  pthread_t thread;
+  REQUIRE(pthread_create(
+              &thread, &attr,
+              [](void* f) -> void* {
+                (*static_cast<decltype(check)*>(f))();
+                return nullptr;
+              },
+              &check) == 0);
+  pthread_join(thread, nullptr);
+  pthread_attr_destroy(&attr);
+  CHECK(deep_ok == "1 records");
+  CHECK(deep_broken.rfind("bad: not JSON", 0) == 0);
+  CHECK(after_deep.rfind("bad: not JSON", 0) == 0);
 }
 
 TEST_CASE("fuzz: a bad id value flags its record and the rest of the page is read") {
