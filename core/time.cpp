@@ -65,19 +65,20 @@ std::optional<SysTime> parse_rfc3339(std::string_view s) {
     return std::nullopt;
   }
   if (pos != s.size()) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = *year - 1900;
-  tm.tm_mon = *mon - 1;
-  tm.tm_mday = *day;
-  tm.tm_hour = *hour;
-  tm.tm_min = *min;
-  tm.tm_sec = *sec;
-  std::time_t t = timegm(&tm);
+  // The calendar's own arithmetic: refuses 2026-02-31 (timegm rolled it over to March 3rd)
+  // and costs a few nanoseconds instead of timegm's ~60 (a third of parsing a 500-record page).
+  // A leap second (:60) is the next minute's :00, as timegm had it.
+  const std::chrono::year_month_day date{std::chrono::year{*year},
+                                         std::chrono::month{static_cast<unsigned>(*mon)},
+                                         std::chrono::day{static_cast<unsigned>(*day)}};
+  if (!date.ok()) return std::nullopt;
+  std::int64_t t = std::int64_t{std::chrono::sys_days{date}.time_since_epoch().count()} * 86400 +
+                   *hour * 3600 + *min * 60 + *sec;
   // SysTime counts nanoseconds in 64 bits: 1677-09-21 to 2262-04-11. Beyond (0001-01-01 or
   // 9999-12-31, which APIs use as "never"), the conversion below would overflow.
   constexpr std::int64_t limit =
       std::chrono::duration_cast<std::chrono::seconds>(SysTime::duration::max()).count() - 1;
-  std::int64_t secs = static_cast<std::int64_t>(t) - offset_sec;
+  std::int64_t secs = t - offset_sec;
   if (secs > limit || secs < -limit) return std::nullopt;
   return SysTime{} + std::chrono::seconds(secs) + std::chrono::microseconds(micros);
 }

@@ -27,6 +27,18 @@ TEST_CASE("RFC 3339 round trip - offsets and rejects") {
   CHECK_FALSE(parse_rfc3339("2026-11-26"));
   CHECK_FALSE(parse_rfc3339("2026-11-26T11:06:34"));  // no zone: ambiguous, refused
   CHECK_FALSE(parse_rfc3339("2026-13-26T11:06:34Z"));
+  // Days the month does not have are refused, not rolled over into the next month.
+  CHECK_FALSE(parse_rfc3339("2026-02-31T00:00:00Z"));
+  CHECK_FALSE(parse_rfc3339("2026-02-29T00:00:00Z"));
+  CHECK_FALSE(parse_rfc3339("2026-04-31T00:00:00Z"));
+  CHECK(format_rfc3339(*parse_rfc3339("2024-02-29T23:59:59Z")) == "2024-02-29T23:59:59.000000Z");
+  CHECK(format_rfc3339(*parse_rfc3339("2000-02-29T00:00:00Z")) == "2000-02-29T00:00:00.000000Z");
+  CHECK_FALSE(parse_rfc3339("1900-02-29T00:00:00Z"));
+  // A leap second is the next minute's first, and offsets cross midnight and years.
+  CHECK(format_rfc3339(*parse_rfc3339("2016-12-31T23:59:60Z")) == "2017-01-01T00:00:00.000000Z");
+  CHECK(format_rfc3339(*parse_rfc3339("2027-01-01T01:30:00+02:00")) ==
+        "2026-12-31T23:30:00.000000Z");
+  CHECK(format_rfc3339(*parse_rfc3339("1969-12-31T23:59:59.5Z")) == "1969-12-31T23:59:59.500000Z");
 }
 
 TEST_CASE("md5 matches the standard digest (Postgres md5() agrees)") {
