@@ -1,5 +1,8 @@
 #include "fetcher/response.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include <fmt/format.h>
 
 #include "core/spool.hpp"
@@ -354,17 +357,58 @@ NextPosition next_position(std::string_view pagination, const Page& page,
   return next;
 }
 
+namespace {
+
+// Whether a link's parameters (`; rel="next"; title=...`) give it the relation "next". The
+// rel value is a token or a quoted, space-separated list (RFC 8288); names compare without
+// case. "nextpage" or title="next" are not "next".
+bool is_rel_next(std::string_view params) {
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  auto equal_nocase = [&](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                              [&](char x, char y) { return lower(x) == lower(y); });
+  };
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  while (!params.empty()) {
+    auto semi = params.find(';');
+    auto param = trim(params.substr(0, semi));
+    params = semi == std::string_view::npos ? std::string_view() : params.substr(semi + 1);
+    auto eq = param.find('=');
+    if (eq == std::string_view::npos || !equal_nocase(trim(param.substr(0, eq)), "rel")) continue;
+    auto value = trim(param.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    while (!value.empty()) {
+      auto space = value.find(' ');
+      if (equal_nocase(value.substr(0, space), "next")) return true;
+      value = space == std::string_view::npos ? std::string_view() : trim(value.substr(space));
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 std::string next_link(std::string_view header) {
   std::size_t pos = 0;
   while ((pos = header.find('<', pos)) != std::string_view::npos) {
     auto close = header.find('>', pos);
     if (close == std::string_view::npos) break;
     auto next_entry = header.find('<', close);
-    auto params = header.substr(
-        close, next_entry == std::string_view::npos ? std::string_view::npos : next_entry - close);
-    if (params.find("rel=\"next\"") != std::string_view::npos ||
-        params.find("rel=next") != std::string_view::npos)
-      return std::string(header.substr(pos + 1, close - pos - 1));
+    // The parameters of this link: up to the comma before the next one (or the next '<').
+    auto params =
+        header.substr(close + 1, next_entry == std::string_view::npos ? std::string_view::npos
+                                                                      : next_entry - close - 1);
+    if (auto comma = params.rfind(',');
+        comma != std::string_view::npos && next_entry != std::string_view::npos)
+      params = params.substr(0, comma);
+    if (is_rel_next(params)) return std::string(header.substr(pos + 1, close - pos - 1));
     pos = close;
   }
   return "";

@@ -216,4 +216,10 @@ TEST_CASE("fuzz: next_position per pagination style (the seam the fuzz targets c
   CHECK(last.cursor == "");
   CHECK(fetcher::next_link("<a>; rel=\"next\"<") == "a");
   CHECK(fetcher::next_link("<unclosed; rel=next") == "");
+  // rel is matched as a relation name, not a substring: "nextpage" or a title is not next;
+  // a quoted list, upper case and other parameters around it are.
+  CHECK(fetcher::next_link("<a>; rel=nextpage") == "");
+  CHECK(fetcher::next_link(R"(<a>; rel="prefetch"; title="next")") == "");
+  CHECK(fetcher::next_link(R"(<a>; rel="prev", <b>; title="x"; REL="last Next")") == "b");
+  CHECK(fetcher::next_link(R"(<a>; rel="next-page", <b> ; rel = next ; type="json")") == "b");
 }
