@@ -41,9 +41,13 @@ void Fetcher::entity_loop(const config::Entity& e) {
     RunResult r;
     try {
       r = run_entity(e, std::nullopt);
-    } catch (const std::exception& err) {  // spool or state directory unwritable
+    } catch (const std::exception& err) {
+      // The spool or the state directory cannot be written (a full disk, permissions) or a
+      // checkpoint cannot be read: the run stops where its checkpoint says, and the entity
+      // backs off and tries again (fetcher.entity_backoff). Not a crash of the process.
       r.error = err.what();
-      log::error("fetcher.run_crashed", "entity={} error={}", e.name, log::q(err.what()));
+      log::error("fetcher.run_interrupted", "entity={} error={} action=retry_after_backoff", e.name,
+                 log::q(err.what()));
     }
     if (stop_.stop_requested()) break;
     if (r.complete) {
