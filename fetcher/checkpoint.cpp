@@ -148,7 +148,17 @@ Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_v
     throw std::runtime_error(fmt::format("checkpoint of {}: {}; fix or remove it", entity,
                                          error0.empty() ? error1 : error0));
   }
-  auto& newest = !b || (a && a->first > b->first) ? *a : *b;
+  bool a_newer = a && (!b || a->first > b->first);
+  if (a && b && a->first == 0) {
+    // Slot 0 in the one-file format (sequence 0) beside a slot 1 of this format: either the
+    // first save after an upgrade (slot 1 is newer) or a downgrade that went on writing only
+    // <entity>.json (slot 0 is newer). The file times tell which.
+    std::error_code ec0, ec1;
+    auto t0 = std::filesystem::last_write_time(slot_path(state_dir, entity, 0), ec0);
+    auto t1 = std::filesystem::last_write_time(slot_path(state_dir, entity, 1), ec1);
+    a_newer = !ec0 && !ec1 && t0 > t1;
+  }
+  auto& newest = a_newer ? *a : *b;
   newest.second.seq = newest.first;
   return std::move(newest.second);
 }

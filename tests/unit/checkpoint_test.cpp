@@ -5,7 +5,9 @@
 // nothing whole is left the error names the file instead of starting from scratch.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "fetcher/checkpoint.hpp"
 #include "tests/support/support.hpp"
@@ -83,7 +85,7 @@ TEST_CASE("a torn checkpoint slot falls back to the other slot one write older")
   CHECK(test::read_text(dir.path() / "clients.json.1").find("\"page\":7") != std::string::npos);
 }
 
-TEST_CASE("a checkpoint of the one-file format is read and then superseded") {
+TEST_CASE("a checkpoint of the one-file format is read and superseded and a downgrade is seen") {
   test::TempDir dir;
   std::ofstream(dir.path() / "clients.json")
       << R"({"version":1,"entity":"clients","current":{"run_id":"clients-full-9","mode":"full",)"
@@ -100,6 +102,23 @@ TEST_CASE("a checkpoint of the one-file format is read and then superseded") {
   cp.current->page = 4;
   fetcher::save_checkpoint(dir.path(), "clients", cp);  // seq 1 goes to the other slot
   CHECK(fetcher::load_checkpoint(dir.path(), "clients").current->page == 4);
+  // A downgrade: the older binary goes on replacing clients.json (one-file format) and never
+  // touches clients.json.1. Upgraded again, the newer of the two files counts, not the
+  // higher sequence number.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::ofstream(dir.path() / "clients.json")
+      << R"({"version":1,"entity":"clients","current":{"run_id":"clients-full-9","mode":"full",)"
+         R"("page":6,"records":60,"cursor":"c6","started_at":"2026-11-01T00:00:00Z"}})"
+      << "\n";
+  auto after_downgrade = fetcher::load_checkpoint(dir.path(), "clients");
+  REQUIRE(after_downgrade.current);
+  CHECK(after_downgrade.current->page == 6);
+  CHECK(after_downgrade.seq == 0);
+  after_downgrade.current->page = 7;
+  fetcher::save_checkpoint(dir.path(), "clients", after_downgrade);  // seq 1: slot 1, newer
+  CHECK(fetcher::load_checkpoint(dir.path(), "clients").current->page == 7);
+  fetcher::save_checkpoint(dir.path(), "clients", after_downgrade);  // seq 2: slot 0
+  CHECK(fetcher::load_checkpoint(dir.path(), "clients").seq == 2);
 }
 
 TEST_CASE("a checkpoint with no whole slot is an error naming the file not a fresh start") {
