@@ -64,7 +64,9 @@ const std::vector<Key>& keys() {
       {"reconciler.retry_max", Type::duration, "1h", false, false, 10 * ms, 7 * day, "",
        "Longest backoff between a row's attempts."},
       {"reconciler.poll_interval", Type::duration, "1s", false, false, 10 * ms, 1 * hour, "",
-       "How often an idle reconciler looks for new staging rows."},
+       "How often an idle reconciler looks for due staging rows. It also starts at once when "
+       "a stager commits new rows (LISTEN/NOTIFY), so this bounds only retries and "
+       "notifications that never come."},
       {"reconciler.max_delete_fraction", Type::number, "0.5", false, false, 0, 1, "",
        "A full run that would soft-delete more than this share of an entity's live rows "
        "deletes nothing and is reported instead (an upstream answering with an empty list "

@@ -228,6 +228,26 @@ Result Connection::exec(std::string_view sql, const std::vector<Param>& params) 
   return collect("query failed");
 }
 
+bool Connection::wait_notification(std::chrono::milliseconds d) {
+  auto deadline = std::chrono::steady_clock::now() + d;
+  for (;;) {
+    if (!PQconsumeInput(conn_.get())) fail("connection lost");
+    bool got = false;
+    while (PGnotify* n = PQnotifies(conn_.get())) {
+      got = true;
+      PQfreemem(n);
+    }
+    if (got) return true;
+    auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || stop_->stop_requested()) return false;
+    pollfd fds[2] = {{PQsocket(conn_.get()), POLLIN, 0}, {stop_->fd(), POLLIN, 0}};
+    int n = ::poll(fds, 2, static_cast<int>(std::min<std::int64_t>(left.count(), 1000)));
+    if (n < 0 && errno != EINTR) fail("poll failed");
+    if (fds[0].revents & POLLNVAL) fail("connection socket closed");
+  }
+}
+
 void Connection::exec_script(std::string_view sql) {
   std::string text(sql);
   if (!PQsendQuery(conn_.get(), text.c_str())) fail("cannot send statement");

@@ -136,6 +136,11 @@ class Connection {
   void copy_end();
   void copy_abort(std::string_view reason) noexcept;
 
+  // Waits up to `d` for a notification on a channel this connection LISTENs to (the
+  // connection idle, outside a transaction). True when one came (every pending one is
+  // consumed); false on timeout or a stop request. A lost connection throws Error.
+  bool wait_notification(std::chrono::milliseconds d);
+
   [[nodiscard]] bool healthy() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
   // Unique per opened connection in this process: session state (temp tables, prepared
   // statements) belongs to one serial and must be recreated after a reconnect.
@@ -155,6 +160,10 @@ class Connection {
   std::uint64_t serial_;
   std::optional<std::chrono::steady_clock::time_point> stop_seen_;
 };
+
+// The channel the stager NOTIFYs (payload: the entity) when a commit staged new rows, and the
+// reconciler LISTENs to while idle, so that it starts at once instead of at its next poll.
+inline constexpr std::string_view kStagedChannel = "ingestd_staged";
 
 // BEGIN now; ROLLBACK when it goes out of scope without commit() (an exception on the way).
 class Transaction {

@@ -105,7 +105,7 @@ class Worker {
         continue;
       }
       if (opts_.mode == RunMode::until_empty && !turn.worked) break;
-      if (!turn.worked) notify::wait(stop_, cfg_.reconciler_poll_interval);
+      if (!turn.worked) idle();
     }
     if (opts_.mode == RunMode::forever) return 0;
     for (const auto& e : entities_)
@@ -134,6 +134,7 @@ class Worker {
           {cfg_.database_url, "ingestd-reconciler", cfg_.database_connect_timeout}, stop_));
       // Times without a zone in records are read as UTC, whatever the server's setting.
       conn_->exec_script("SET TIME ZONE 'UTC'");
+      conn_->exec_script(fmt::format("LISTEN {}", pg::kStagedChannel));  // see idle()
       for (const auto& e : entities_) conn_->exec_script(e.plan->create_temp);
       placeholder_conn_.emplace(pg::Connection::open(
           {cfg_.database_url, "ingestd-reconciler", cfg_.database_connect_timeout}, stop_));
@@ -152,6 +153,24 @@ class Worker {
                 index_, db_backoff_.attempts(), wait.count(), log::q(e.what()));
       notify::wait(stop_, wait);
       return false;
+    }
+  }
+
+  // Nothing to do: wait for reconciler.poll_interval, or less when the stager says it staged
+  // rows (core/pg.hpp kStagedChannel). The poll stays: rows become due by their retry time
+  // too, and another stager version may not notify. A connection lost here is found by the
+  // next turn.
+  void idle() {
+    auto deadline = Clock::now() + cfg_.reconciler_poll_interval;
+    while (!stop_.stop_requested()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return;
+      try {
+        if (conn_->wait_notification(std::min(left, std::chrono::milliseconds(1000)))) return;
+      } catch (const pg::Error&) {
+        return;
+      }
+      notify::beat();  // a long poll_interval must not look like a hung worker
     }
   }
 

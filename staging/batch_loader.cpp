@@ -163,6 +163,7 @@ void BatchLoader::attempt(Path path) {
     stage_records(path, claim);
     copy_full_run_ids();
     write_ledger_counts();
+    notify_reconcilers();
     failpoint("stager.before_commit");
     conn_->exec_script("COMMIT");
     failpoint("stager.after_commit");
@@ -391,6 +392,16 @@ void BatchLoader::copy_full_run_ids() {
                   flush_if_full();
                 }
               });
+}
+
+// Delivered at COMMIT (not at all on rollback): idle reconcilers start at once instead of at
+// their next poll (core/pg.hpp kStagedChannel). New rows or a run's end marker are news.
+void BatchLoader::notify_reconcilers() {
+  bool news = false;
+  for (const auto& f : files_)
+    news = news || (f.ledger_id != 0 && (f.counts.staged > 0 || f.counts.flagged > 0 ||
+                                         f.reader->meta().kind == spool::Kind::run_end));
+  if (news) conn_->query("SELECT pg_notify($1, $2)", std::string(pg::kStagedChannel), entity_.name);
 }
 
 void BatchLoader::write_ledger_counts() {

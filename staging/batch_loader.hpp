@@ -71,6 +71,7 @@ class BatchLoader {
   void insert_row_by_row(const std::vector<const Row*>& rows);
   void copy_full_run_ids();
   void write_ledger_counts();
+  void notify_reconcilers();
   void finish(Totals& totals, std::chrono::steady_clock::time_point started);
   void quarantine(const std::filesystem::path& file, std::string_view bytes,
                   const std::string& reason);

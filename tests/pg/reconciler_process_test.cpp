@@ -414,3 +414,43 @@ TEST_CASE("SIGTERM during a long batch exits within 5 seconds and loses nothing"
   REQUIRE(once_status == 0);
   f.check_timeline_exactly_once();
 }
+
+// Protects the stager → reconciler wake-up (core/pg.hpp kStagedChannel): an idle reconciler
+// starts on the stager's NOTIFY instead of at its next poll. With a poll interval of an hour,
+// the second batch below reaches production only if the notification arrives.
+TEST_CASE("an idle reconciler starts when the stager commits new rows not at its next poll") {
+  test::TestDatabase db;
+  test::TempDir dir;
+  test::ConfigOptions o{db.url(), dir.path() / "spool", {"clients"}};
+  o.entity_extra = kTables;
+  o.extra = "reconciler:\n  workers: 2\n  poll_interval: 1h\n";
+  auto cfg = test::write_config(dir.path(), o);
+  auto cfg_path = (dir.path() / "ingestd.yaml").string();
+  {
+    auto conn = db.connect();
+    (void)migrations::migrate(conn, cfg);
+    REQUIRE(reconciler::ensure_tables(conn, cfg).problems.empty());
+  }
+  auto stage = [&](int first, const std::string& log) {
+    std::vector<std::string> records;
+    for (int i = first; i < first + 20; ++i)
+      records.push_back(fmt::format(
+          R"({{"id":"cln_{}","firstName":"F{}","lastName":"L","updatedAt":"2026-11-29T10:00:00Z"}})",
+          i, i));
+    test::spool_page(dir.path() / "spool", "clients", records, first);
+    test::Child once({"stage", "--once", "-c", cfg_path}, dir.path() / log);
+    REQUIRE(once.wait(60s) == 0);
+  };
+  auto in_production = [&] { return db.count("SELECT count(*) FROM clients"); };
+  test::Child reconciler({"reconciler", "-c", cfg_path}, dir.path() / "reconciler.log");
+  REQUIRE(reconciler.wait_for_log("event=reconciler.started", 10s));
+  stage(0, "stage1.log");  // the first turn (or the notification) applies these
+  CHECK(test::eventually([&] { return in_production() == 20; }, 30s));
+  // Both workers have run out of rows and sleep on their hour; then the second batch.
+  std::this_thread::sleep_for(1500ms);
+  stage(100, "stage2.log");
+  CHECK_MESSAGE(test::eventually([&] { return in_production() == 40; }, 20s),
+                "the idle reconciler did not start on the stager's notification");
+  reconciler.signal(SIGTERM);
+  CHECK(reconciler.wait(10s) == 0);
+}
