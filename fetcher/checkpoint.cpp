@@ -15,6 +15,7 @@
 
 #include "core/files.hpp"
 #include "core/json_text.hpp"
+#include "core/log.hpp"
 #include "core/spool.hpp"
 
 namespace ingestd::fetcher {
@@ -148,6 +149,12 @@ Checkpoint load_checkpoint(const std::filesystem::path& state_dir, std::string_v
     throw std::runtime_error(fmt::format("checkpoint of {}: {}; fix or remove it", entity,
                                          error0.empty() ? error1 : error0));
   }
+  if (!a && !error0.empty())
+    log::warn("fetcher.checkpoint_slot_torn", "entity={} error={} action=other_slot", entity,
+              log::q(error0));
+  if (!b && !error1.empty())
+    log::warn("fetcher.checkpoint_slot_torn", "entity={} error={} action=other_slot", entity,
+              log::q(error1));
   bool a_newer = a && (!b || a->first > b->first);
   if (a && b && a->first == 0) {
     // Slot 0 in the one-file format (sequence 0) beside a slot 1 of this format: either the
@@ -186,12 +193,22 @@ void save_checkpoint(const std::filesystem::path& state_dir, std::string_view en
   // Written in place over the older slot: no file created, renamed or deleted per page, and
   // the other slot stays whole if this write is cut short. Blanks pad the text to the slot's
   // size (JSON allows them), so the file keeps its size and the sync writes the data alone.
+  // A slot that does not exist yet, or still holds the one-file format (no checksum to
+  // expose a torn write), is replaced whole instead: temporary file, rename, directory fsync.
   auto path = slot_path(state_dir, entity, seq);
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
-  if (fd < 0)
-    throw std::system_error(errno, std::generic_category(), "cannot open " + path.string());
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  char head[13] = {};
   struct stat st {};
-  bool created = ::fstat(fd, &st) == 0 && st.st_size == 0;
+  if (fd >= 0 && (::fstat(fd, &st) != 0 || ::pread(fd, head, sizeof head, 0) != sizeof head ||
+                  std::string_view(head, sizeof head) != R"({"version":2,)")) {
+    ::close(fd);
+    fd = -1;
+  }
+  if (fd < 0) {
+    spool::write_atomically(path, text, /*sync_dir=*/true);
+    cp.seq = seq;
+    return;
+  }
   if (static_cast<std::size_t>(st.st_size) > text.size())
     text.append(static_cast<std::size_t>(st.st_size) - text.size(), ' ');
   std::size_t done = 0;
@@ -199,15 +216,13 @@ void save_checkpoint(const std::filesystem::path& state_dir, std::string_view en
   while (done < text.size() && err == 0) {
     ssize_t n = ::pwrite(fd, text.data() + done, text.size() - done, static_cast<off_t>(done));
     if (n < 0 && errno != EINTR) err = errno;
+    if (n == 0) err = EIO;  // no progress: never spin
     if (n > 0) done += static_cast<std::size_t>(n);
   }
   if (err == 0 && ::fdatasync(fd) != 0) err = errno;
   ::close(fd);
   if (err != 0)
     throw std::system_error(err, std::generic_category(), "cannot write " + path.string());
-  // A slot just created is made to survive a power loss (once per entity): the newer slot
-  // must never vanish while the older one stays.
-  if (created) spool::sync_directory(state_dir);
   cp.seq = seq;
 }
 

@@ -41,8 +41,9 @@ struct Checkpoint {
   std::uint64_t seq = 0;                  // of the slot it was read from (checkpoint.cpp)
 };
 
-// Missing file: an empty checkpoint. A file that cannot be parsed is an error (never
-// silently restart from scratch: that would refetch everything, or worse, skip nothing).
+// No slot: an empty checkpoint. One slot torn (a write cut short): the other one, one save
+// older, is used and fetcher.checkpoint_slot_torn logged. No whole slot at all is an error
+// (never silently restart from scratch: that would refetch everything, or worse, skip nothing).
 [[nodiscard]] Checkpoint load_checkpoint(const std::filesystem::path& state_dir,
                                          std::string_view entity);
 // Durable on return; advances cp.seq.

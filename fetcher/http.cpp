@@ -44,7 +44,8 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
       value.remove_suffix(1);
     auto* response = static_cast<Transfer*>(user)->response;
     // The body's size, when announced, is allocated once (a lying header costs at most 64 MiB).
-    if (name == "content-length") {
+    if (name == "content-length" && !value.empty() &&
+        value.find_first_not_of("0123456789") == std::string_view::npos) {
       auto announced = std::strtoull(std::string(value).c_str(), nullptr, 10);
       response->body.reserve(std::min<unsigned long long>(announced, 64ULL << 20));
     }
@@ -76,6 +77,7 @@ struct HttpClient::Pending {
   curl_slist* headers = nullptr;
   HttpResponse response;
   Transfer transfer{};
+  std::optional<std::chrono::steady_clock::time_point> deadline;  // set by complete()
   ~Pending() { curl_slist_free_all(headers); }
 };
 
@@ -130,7 +132,9 @@ void HttpClient::start(const std::string& url, const std::optional<std::string>&
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &p.transfer);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_.count()));
+  // No CURLOPT_TIMEOUT_MS: curl would count it from start(), and a request sent ahead waits
+  // there while its caller parses and queues the previous page. complete() counts the
+  // whole-request timeout from when the caller starts waiting (Pending::deadline).
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::min<long>(timeout_.count(), 10'000)));
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
@@ -152,10 +156,18 @@ void HttpClient::start(const std::string& url, const std::optional<std::string>&
   curl_multi_perform(m, &running);
 }
 
+void HttpClient::abort() noexcept {
+  if (!busy_) return;
+  curl_multi_remove_handle(static_cast<CURLM*>(multi_), static_cast<CURL*>(curl_));
+  busy_ = false;
+  pending_.reset();
+}
+
 HttpResponse HttpClient::complete() {
   if (!busy_) throw std::logic_error("HttpClient::complete: no request in flight");
   auto* m = static_cast<CURLM*>(multi_);
   auto* c = static_cast<CURL*>(curl_);
+  if (!pending_->deadline) pending_->deadline = std::chrono::steady_clock::now() + timeout_;
   CURLcode result = CURLE_OK;
   for (;;) {
     int running = 0;
@@ -174,8 +186,19 @@ HttpResponse HttpClient::complete() {
       }
     }
     if (done) break;
-    // Wakes at least every 100 ms, so that curl checks its timeouts and the stop token.
-    curl_multi_poll(m, nullptr, 0, 100, nullptr);
+    if (std::chrono::steady_clock::now() > *pending_->deadline) {
+      auto url = pending_->url;
+      abort();
+      throw TransportError(fmt::format("Timeout was reached: no complete answer within {} ms ({})",
+                                       timeout_.count(), url),
+                           true);
+    }
+    // Wakes at least every 100 ms, so that curl checks the stop token and we the deadline.
+    if (CURLMcode pc = curl_multi_poll(m, nullptr, 0, 100, nullptr); pc != CURLM_OK) {
+      auto url = pending_->url;
+      abort();
+      throw TransportError(fmt::format("{} ({})", curl_multi_strerror(pc), url), false);
+    }
   }
   curl_multi_remove_handle(m, c);
   busy_ = false;

@@ -48,11 +48,15 @@ class HttpClient {
   HttpResponse post(const std::string& url, const std::string& body,
                     const std::vector<std::string>& headers);
 
-  // Sends a request (GET, or POST when `body` is set) and returns once it is on its way; one
-  // at a time. complete() waits for its response: TransportError or any HTTP status.
+  // Sends a request (GET, or POST when `body` is set) without waiting for the answer: on a
+  // kept-alive connection the request is written before start() returns; on a new one only
+  // the connection has begun. One request at a time. complete() waits for its answer, at most
+  // the timeout counted from when complete() is called: TransportError or any HTTP status.
+  // abort() drops it (its connection closes).
   void start(const std::string& url, const std::optional<std::string>& body,
              const std::vector<std::string>& headers);
   HttpResponse complete();
+  void abort() noexcept;
   [[nodiscard]] bool busy() const { return busy_; }
 
  private:

@@ -205,19 +205,26 @@ void count_response(const config::Entity& e, Metrics& m, long status) {
 }
 
 // A request sent ahead that turned out not to be needed (the run ended, the guess missed, the
-// page it followed is asked again): its answer is read, counted and dropped. A Retry-After
-// in it still pauses the source.
-void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, Metrics& m, HttpClient& http,
-                   std::optional<Outgoing>& ahead) {
+// page it followed is asked again): its answer is read and dropped. It counts in
+// ingestd_upstream_requests_total (the upstream saw it) but not in the run's summary, whose
+// failed requests are those of pages it fetched (an API may answer 404 past the end). A
+// Retry-After in it still pauses the source. Stopping, it is abandoned instead: shutdown
+// must not wait for an answer nobody needs.
+void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, HttpClient& http,
+                   std::optional<Outgoing>& ahead, const StopToken& stop) {
   if (!ahead) return;
   ahead.reset();
+  if (stop.stop_requested()) {
+    http.abort();
+    return;
+  }
+  notify::beat();  // the wait below is one more request's worth
   try {
     auto r = http.complete();
-    count_response(e, m, r.status);
+    metrics::upstream_requests(e.name, r.status).Increment();
     if (auto ra = retry_after(r); ra && (r.status == 429 || r.status == 503))
       src.limiter.close_until(Clock::now() + *ra);
   } catch (const TransportError&) {
-    ++m.requests;
     metrics::upstream_requests(e.name, 0).Increment();
   }
 }
@@ -234,7 +241,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
   const bool pipelining = s.pipelining;
   Backoff backoff(s.retry_initial, s.retry_max);
   Outgoing out = next_request(s, e, run);
-  if (ahead && !(*ahead == out)) discard_ahead(src, e, m, http, ahead);
+  if (ahead && !(*ahead == out)) discard_ahead(src, e, http, ahead, stop);
   std::string failure;
   bool refreshed = false;
   for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
@@ -258,15 +265,12 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
         if (out.body) headers.push_back("Content-Type: application/json");
         http.start(out.url, out.body, headers);
       }
-      try {
-        last = http.complete();
-      } catch (const TransportError&) {
-        ++m.requests;
-        throw;
-      }
+      last = http.complete();
       count_response(e, m, last.status);
       if (last.status >= 200 && last.status < 300) {
-        auto next = pipelining ? position_ahead(e, run, last, after_full_page) : std::nullopt;
+        auto next = pipelining && !stop.stop_requested()
+                        ? position_ahead(e, run, last, after_full_page)
+                        : std::nullopt;
         if (next && src.limiter.try_acquire()) {
           // Optional: if it cannot be sent (a token request failing, say), the next page is
           // asked for in turn and meets the problem there, with its retries.
@@ -302,12 +306,13 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
             fmt::format("HTTP {} from {}: {}", last.status, out.url, last.body.substr(0, 200)));
       }
     } catch (const TransportError& err) {
+      ++m.requests;
       metrics::upstream_requests(e.name, 0).Increment();
       if (stop.stop_requested()) throw Stopped{};
       failure = err.what();
     } catch (const BadResponse& err) {
-      failure = err.what();                   // malformed JSON, truncated body, GraphQL errors
-      discard_ahead(src, e, m, http, ahead);  // this page is asked again first
+      failure = err.what();                      // malformed JSON, truncated body, GraphQL errors
+      discard_ahead(src, e, http, ahead, stop);  // this page is asked again first
     } catch (const Authenticator::AuthError& err) {
       failure = err.what();
     }
@@ -409,7 +414,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
         break;
       }
     }
-    discard_ahead(src, e, m, http, ahead);  // past the last page, or stopped
+    discard_ahead(src, e, http, ahead, stop_);  // past the last page, or stopped
     try {
       writer.finish();
     } catch (const std::exception& err) {
