@@ -205,38 +205,37 @@ TEST_CASE("ingestd stager pings only while both workers loop and says READY and 
   expect_clean_stop(sock, *child);
 }
 
+namespace {
+// A long-lived stage with a single kind of loop: READY and pings, then `table` held locked by
+// another transaction so that the loop waits on it (session application_name `app`): the
+// pings stop, and come back once the lock is released; then a clean stop.
+void pings_stop_while_locked(const test::ConfigOptions& o, const std::string& command,
+                             const std::string& table, const std::string& app) {
+  Database d(o);
+  NotifySocket sock(d.dir.path() / "notify.sock");
+  auto child =
+      start_service({command, "-c", d.config_path()}, d.dir.path() / (command + ".log"), sock);
+  expect_running(sock, *child);
+  auto lock = d.db.connect();
+  lock.exec_script("BEGIN; LOCK TABLE " + table + " IN ACCESS EXCLUSIVE MODE");
+  expect_silence_while_stuck(sock, *child, waiting_on_lock(d.db, app),
+                             [&] { lock.exec_script("ROLLBACK"); });
+  expect_clean_stop(sock, *child);
+}
+}  // namespace
+
 TEST_CASE("ingestd reconciler pings only while its workers loop and says READY and STOPPING") {
   test::ConfigOptions o{"", "", {"clients"}};
   o.entity_extra = {{"clients", test::reconciler_tables().at("clients")}};
   o.extra = "reconciler:\n  poll_interval: 200ms\n";
-  Database d(o);
-  NotifySocket sock(d.dir.path() / "notify.sock");
-  auto child =
-      start_service({"reconciler", "-c", d.config_path()}, d.dir.path() / "reconciler.log", sock);
-  expect_running(sock, *child);
-
-  auto lock = d.db.connect();
-  lock.exec_script("BEGIN; LOCK TABLE stg_clients IN ACCESS EXCLUSIVE MODE");
-  expect_silence_while_stuck(sock, *child, waiting_on_lock(d.db, "ingestd-reconciler"),
-                             [&] { lock.exec_script("ROLLBACK"); });
-  expect_clean_stop(sock, *child);
+  pings_stop_while_locked(o, "reconciler", "stg_clients", "ingestd-reconciler");
 }
 
 TEST_CASE("ingestd monitor pings only while its poll loop runs and says READY and STOPPING") {
   test::ConfigOptions o{"", "", {"clients"}};
   o.extra = "monitor:\n  listen: 127.0.0.1:0\n  poll_interval: 200ms\n";
-  Database d(o);
-  NotifySocket sock(d.dir.path() / "notify.sock");
-  auto child =
-      start_service({"monitor", "-c", d.config_path()}, d.dir.path() / "monitor.log", sock);
-  expect_running(sock, *child);
-
   // A snapshot stuck behind a lock (a migration's ALTER TABLE, say) hangs the poll loop.
-  auto lock = d.db.connect();
-  lock.exec_script("BEGIN; LOCK TABLE sync_status IN ACCESS EXCLUSIVE MODE");
-  expect_silence_while_stuck(sock, *child, waiting_on_lock(d.db, "ingestd-monitor"),
-                             [&] { lock.exec_script("ROLLBACK"); });
-  expect_clean_stop(sock, *child);
+  pings_stop_while_locked(o, "monitor", "sync_status", "ingestd-monitor");
 }
 
 TEST_CASE("ingestd fetcher pings while its entity loops run and not while one waits on a request") {
