@@ -1,5 +1,10 @@
 #include "tests/support/support.hpp"
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include "core/log.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -318,4 +323,12 @@ const std::map<std::string, std::string>& reconciler_tables() {
   };
   return tables;
 }
+LogCapture::LogCapture(std::string_view level) {
+  log::init(level, std::make_shared<spdlog::sinks::ostream_sink_mt>(out_));
+}
+
+LogCapture::~LogCapture() {
+  log::init("info", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+}
+
 }  // namespace ingestd::test

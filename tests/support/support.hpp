@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,21 @@ class Child {
   pid_t pid_ = -1;
   fs::path log_;
   std::optional<int> status_;
+};
+
+// The process's log lines into a string while it lives; then the log goes to stderr again.
+// (Tests used to point the logger at a local stream and only lower the level after: the next
+// test that logged a warning wrote to a destroyed stream and crashed.)
+class LogCapture {
+ public:
+  explicit LogCapture(std::string_view level = "debug");
+  ~LogCapture();
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+  [[nodiscard]] std::string text() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
 };
 
 [[nodiscard]] std::string binary();

@@ -8,8 +8,6 @@
 #include <algorithm>
 #include <sstream>
 
-#include <spdlog/sinks/ostream_sink.h>
-
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "monitor/alerts.hpp"
@@ -330,8 +328,7 @@ TEST_CASE("a webhook that never answers blocks neither evaluate nor shutdown") {
 }
 
 TEST_CASE("the webhook URL never appears in the logs") {
-  std::ostringstream out;
-  log::init("debug", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  std::optional<test::LogCapture> capture(std::in_place);
   const std::string path = "/services/T0SECRET/B0SECRET/xoxb-not-in-logs";
   {
     WebhookReceiver failing_hook(WebhookReceiver::Mode::fail);
@@ -359,8 +356,8 @@ TEST_CASE("the webhook URL never appears in the logs") {
     }
     hanging.release();
   }
-  log::init("info", spdlog::sink_ptr{});
-  auto text = out.str();
+  auto text = capture->text();
+  capture.reset();  // the alerters are gone: nothing more to capture
   CHECK(has(text, "event=alerts.enabled webhook_host=127.0.0.1"));
   CHECK(has(text, "event=alerts.post_failed webhook_host=127.0.0.1"));
   CHECK(has(text, "event=alerts.dropped reason=queue_full"));

@@ -2,9 +2,8 @@
 // identifier validation, log redaction and the spool format round trip.
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <sstream>
-
-#include <spdlog/sinks/ostream_sink.h>
 
 #include "core/backoff.hpp"
 #include "core/dsn.hpp"
@@ -16,6 +15,7 @@
 #include "tests/support/support.hpp"
 
 using namespace ingestd;
+namespace fs = std::filesystem;
 
 TEST_CASE("RFC 3339 round trip - offsets and rejects") {
   auto t = parse_rfc3339("2026-11-26T11:06:34.123456Z");
@@ -73,19 +73,17 @@ TEST_CASE("identifiers: only lowercase names pass - quoting is then safe") {
 }
 
 TEST_CASE("log lines are key=value - one line - and never carry a registered secret") {
-  std::ostringstream out;
-  log::init("debug", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  test::LogCapture capture;
   log::add_secret("tok_very_secret_123");
   log::info("test.event", "token={} note={}", "tok_very_secret_123", log::q("two\nlines"));
   log::warn("test.url", "url={}", "postgresql://app:hunter2pass@db/x");
-  std::string text = out.str();
+  std::string text = capture.text();
   CHECK(text.find("tok_very_secret_123") == std::string::npos);
   CHECK(text.find("hunter2pass") == std::string::npos);
   CHECK(text.find("level=info event=test.event token=*** note=\"two\\nlines\"") !=
         std::string::npos);
   CHECK(text.find("url=postgresql://app:***@db/x") != std::string::npos);
   CHECK(std::count(text.begin(), text.end(), '\n') == 2);
-  log::init("info", spdlog::sink_ptr{});
 }
 
 TEST_CASE("DSN passwords are found and masked in URI and keyword forms without libpq") {
