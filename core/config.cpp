@@ -585,6 +585,7 @@ class Loader {
     c.database_retry_max = dur("database.retry_max");
     c.spool_dir = text("spool.dir");
     c.spool_archive_max_age = dur("spool.archive_max_age");
+    c.spool_min_free = std::strtod(text("spool.min_free").c_str(), nullptr);
     c.staging_poll_interval = dur("staging.poll_interval");
     c.staging_workers = integer("staging.workers");
     c.staging_files_per_transaction = integer("staging.files_per_transaction");

@@ -118,6 +118,7 @@ struct Config {
 
   std::filesystem::path spool_dir;
   Duration spool_archive_max_age{};
+  double spool_min_free = 0;  // staging/stager.cpp: relieve_disk_pressure()
 
   Duration staging_poll_interval{};
   std::int64_t staging_workers = 0;

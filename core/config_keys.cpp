@@ -27,6 +27,10 @@ const std::vector<Key>& keys() {
        "Spool directory shared by the fetcher and the stager (see docs/SPOOL.md)."},
       {"spool.archive_max_age", Type::duration, "7d", false, false, 0, 3650 * day, "",
        "Loaded spool files are kept in spool/archive this long; 0 keeps them forever."},
+      {"spool.min_free", Type::number, "0.05", false, false, 0, 1, "",
+       "Share of the spool's file system to keep free: below it the stager removes archived "
+       "(already loaded) files, the oldest day first, before archive_max_age would, so that "
+       "the fetcher can go on writing. 0 turns this off."},
 
       {"staging.poll_interval", Type::duration, "2s", false, false, 50 * ms, 1 * hour, "",
        "How often the stager rescans the spool when no inotify event woke it."},

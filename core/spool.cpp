@@ -3,6 +3,7 @@
 #include "core/json_text.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -214,6 +215,40 @@ std::size_t prune_archive(const fs::path& spool, std::string_view entity,
   for (const auto& day : fs::directory_iterator(spool / "archive" / std::string(entity), ec)) {
     if (!day.is_directory(ec) || day.path().filename().string() >= cutoff) continue;
     removed += static_cast<std::size_t>(fs::remove_all(day.path(), ec));
+  }
+  return removed;
+}
+
+std::optional<double> free_fraction(const fs::path& spool) {
+  struct statvfs st {};
+  if (::statvfs(spool.c_str(), &st) != 0 || st.f_blocks == 0) return std::nullopt;
+  return static_cast<double>(st.f_bavail) / static_cast<double>(st.f_blocks);
+}
+
+std::size_t prune_archive_for_space(const fs::path& spool, double min_free,
+                                    const std::function<std::optional<double>()>& free_now) {
+  auto low = [&] {
+    auto f = free_now();
+    return f && *f < min_free;
+  };
+  if (!low()) return 0;
+  // Every day folder of every entity, oldest first (YYYY-MM-DD sorts as time does).
+  std::vector<std::pair<std::string, fs::path>> days;
+  std::error_code ec;
+  for (const auto& entity : fs::directory_iterator(spool / "archive", ec)) {
+    if (!entity.is_directory(ec)) continue;
+    std::error_code ec2;
+    for (const auto& day : fs::directory_iterator(entity.path(), ec2))
+      if (day.is_directory(ec2)) days.emplace_back(day.path().filename().string(), day.path());
+  }
+  std::sort(days.begin(), days.end());
+  std::size_t removed = 0;
+  for (const auto& [name, path] : days) {
+    if (!low()) break;
+    std::size_t files = 0;
+    for (const auto& f : fs::recursive_directory_iterator(path, ec))
+      if (f.is_regular_file(ec)) ++files;
+    if (fs::remove_all(path, ec) != static_cast<std::uintmax_t>(-1) && !ec) removed += files;
   }
   return removed;
 }

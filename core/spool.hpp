@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -100,6 +101,16 @@ fs::path move_to(const fs::path& file, const fs::path& dir);
 // Files in archive/ older than max_age are removed; returns how many.
 std::size_t prune_archive(const fs::path& spool, std::string_view entity,
                           std::chrono::milliseconds max_age, SysTime now);
+
+// The share of the spool's file system this process may still write (statvfs: blocks
+// available / all blocks), or nullopt when it cannot be read.
+[[nodiscard]] std::optional<double> free_fraction(const fs::path& spool);
+
+// Disk pressure: while `free_now()` is below `min_free`, removes archived files (loaded
+// already, kept only as a copy) a day folder at a time, the oldest day first across every
+// entity under archive/. Never touches incoming/ or quarantine/. Returns how many files.
+std::size_t prune_archive_for_space(const fs::path& spool, double min_free,
+                                    const std::function<std::optional<double>()>& free_now);
 
 class FormatError : public std::runtime_error {
  public:

@@ -119,6 +119,7 @@ class Worker {
     auto next_purge = Clock::now() + std::chrono::seconds(10);
     while (!stop_.stop_requested()) {
       notify::beat();
+      if (index_ == 0) relieve_disk_pressure();  // database or not: the fetcher must write
       if (!conn_ && !connect()) continue;
       Pass pass = stage_pass();
       if (!pass.db_lost && index_ == 0) pass.db_lost = !flush_runs();
@@ -308,6 +309,26 @@ class Worker {
     }
   }
 
+  // spool.min_free: below it, archived files (a copy of what is loaded) go, oldest day first,
+  // so that a full disk does not stop the fetcher. Checked every 10 s; a disk still low with
+  // nothing left to remove (incoming/ itself, or another program) is logged once a minute.
+  void relieve_disk_pressure() {
+    if (cfg_.spool_min_free <= 0 || Clock::now() < next_space_check_) return;
+    next_space_check_ = Clock::now() + std::chrono::seconds(10);
+    auto free = spool::free_fraction(cfg_.spool_dir);
+    if (!free || *free >= cfg_.spool_min_free) return;
+    auto removed = spool::prune_archive_for_space(
+        cfg_.spool_dir, cfg_.spool_min_free, [&] { return spool::free_fraction(cfg_.spool_dir); });
+    auto after = spool::free_fraction(cfg_.spool_dir).value_or(0);
+    if (removed == 0 && Clock::now() < next_space_warning_) return;
+    next_space_warning_ = Clock::now() + std::chrono::minutes(1);
+    log::warn("stager.disk_low",
+              "spool={} free_percent={:.1f} min_free_percent={:.1f} archived_files_removed={} "
+              "free_percent_after={:.1f}",
+              log::q(cfg_.spool_dir.string()), *free * 100, cfg_.spool_min_free * 100, removed,
+              after * 100);
+  }
+
   void purge_and_prune() {
     try {
       totals_.purged += purge_with(*conn_, cfg_, stop_);
@@ -324,6 +345,8 @@ class Worker {
   const StopToken& stop_;
   StageRuns& runs_;
   bool abandoned_closed_ = false;
+  Clock::time_point next_space_check_{};
+  Clock::time_point next_space_warning_{};
   RunMode mode_;
   int index_;
   int count_;

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <fstream>
+
 #include "core/hash.hpp"
 #include "core/migrations.hpp"
 #include "core/spool.hpp"
@@ -70,6 +72,27 @@ TEST_CASE("a page is staged with its ledger row - then archived") {
                    "l.id = s.ledger_id") == 3);
   CHECK_FALSE(fs::exists(file));
   CHECK(f.files_in(f.spool / "archive") == 1);
+}
+
+// Protects spool.min_free: when the spool's file system is short of space, the stager removes
+// archived copies (oldest day first) before it stages, so that the fetcher can go on writing;
+// what waits in incoming/ is never touched. min_free 1 means "always short".
+TEST_CASE("a spool short of space loses its archived copies first - never a waiting file") {
+  Fixture f;
+  f.cfg.spool_min_free = 1.0;
+  for (const char* day : {"2026-01-01", "2026-01-02"}) {
+    auto d = f.spool / "archive" / "timeline_entries" / day;
+    fs::create_directories(d);
+    std::ofstream(d / "old.json") << "{}";
+  }
+  auto file = test::spool_page(f.spool, "timeline_entries", {rec(1), rec(2), rec(3)});
+  auto t = f.drain();
+  CHECK(t.staged == 3);
+  CHECK(f.rows() == 3);
+  CHECK_FALSE(fs::exists(f.spool / "archive" / "timeline_entries" / "2026-01-01"));
+  CHECK_FALSE(fs::exists(f.spool / "archive" / "timeline_entries" / "2026-01-02"));
+  CHECK(f.files_in(f.spool / "archive") == 1);  // the page just loaded, archived after
+  CHECK_FALSE(fs::exists(file));
 }
 
 TEST_CASE("the same file delivered twice is loaded once") {

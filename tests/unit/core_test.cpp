@@ -214,3 +214,43 @@ TEST_CASE("the archive keeps day folders younger than max_age") {
   CHECK_FALSE(std::filesystem::exists(old_day));
   CHECK(std::filesystem::exists(new_day / "b.json"));
 }
+
+// Protects spool::prune_archive_for_space (spool.min_free): day folders go oldest first across
+// entities, it stops as soon as enough is free, and incoming/ and quarantine/ are never touched.
+TEST_CASE("disk pressure removes archived day folders oldest first and stops when enough is free") {
+  test::TempDir dir;
+  auto spool = dir.path();
+  auto put = [&](const std::string& rel) {
+    fs::create_directories((spool / rel).parent_path());
+    std::ofstream(spool / rel) << "{}";
+  };
+  put("archive/users/2026-11-01/a.json");
+  put("archive/users/2026-11-01/b.json");
+  put("archive/clients/2026-11-02/c.json");
+  put("archive/users/2026-11-03/d.json");
+  put("incoming/users/e.json");
+  put("quarantine/users/f.json");
+  // Free space rises as folders go: enough once two day folders are gone.
+  int checks_after_removal = 0;
+  auto free_now = [&]() -> std::optional<double> {
+    bool first_gone = !fs::exists(spool / "archive/users/2026-11-01");
+    bool second_gone = !fs::exists(spool / "archive/clients/2026-11-02");
+    if (first_gone) ++checks_after_removal;
+    return first_gone && second_gone ? 0.2 : 0.01;
+  };
+  CHECK(spool::prune_archive_for_space(spool, 0.1, free_now) == 3);  // a, b, then c
+  CHECK_FALSE(fs::exists(spool / "archive/users/2026-11-01"));
+  CHECK_FALSE(fs::exists(spool / "archive/clients/2026-11-02"));
+  CHECK(fs::exists(spool / "archive/users/2026-11-03/d.json"));
+  CHECK(fs::exists(spool / "incoming/users/e.json"));
+  CHECK(fs::exists(spool / "quarantine/users/f.json"));
+  CHECK(checks_after_removal >= 2);  // free space is checked again after each folder
+  // Enough free: nothing goes; unknown free space: nothing goes.
+  CHECK(spool::prune_archive_for_space(spool, 0.1, [] { return std::optional<double>(0.5); }) == 0);
+  CHECK(spool::prune_archive_for_space(spool, 0.1, [] { return std::optional<double>(); }) == 0);
+  CHECK(fs::exists(spool / "archive/users/2026-11-03/d.json"));
+  auto real = spool::free_fraction(spool);
+  REQUIRE(real);
+  CHECK(*real > 0.0);
+  CHECK(*real <= 1.0);
+}
