@@ -4,9 +4,10 @@
 # it must pause with a clear error (ENOSPC named in fetcher.run_failed), stay alive, leave no
 # half-written page, and not move its checkpoint past a page that is not on disk. Then the
 # stager starts and drains incoming/ into archive/. Archived files are on the same file system
-# (rename), so draining frees nothing by itself: the script plays the operator (or a short
-# archive retention) and deletes archived files every few seconds, and the fetcher must
-# resume on its own. Needs root (mount -t tmpfs); skipped with a message otherwise.
+# (rename), so draining frees nothing by itself: the stager must see the disk short of
+# spool.min_free (5 %) and remove archived copies itself (stager.disk_low; until 2026-11-29
+# this script played the operator and deleted them), and the fetcher must resume on its own.
+# Needs root (mount -t tmpfs); skipped with a message otherwise.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -49,19 +50,10 @@ files_full=$(spool_incoming)
 tmp_files=$(find "$SPOOL/incoming" -name '.*.tmp' | wc -l)
 log "disk full: $files_full pages waiting, $tmp_files temporary files"
 
-# 2. The stager drains; the "operator" frees the archive; the fetcher resumes by itself.
+# 2. The stager drains and frees the archive by itself; the fetcher resumes by itself.
 stage_start stager stager
 mark=$(wc -l <"$WORK/logs/fetcher.log")
 fills=$(grep -c 'No space left on device' "$WORK/logs/fetcher.log" || true)
-(
-  while :; do
-    sleep 3
-    n=$(find "$SPOOL/archive" -type f 2>/dev/null | wc -l)
-    find "$SPOOL/archive" -type f -delete 2>/dev/null || true
-    echo "$n" >>"$WORK/pruned.txt"
-  done
-) &
-EXTRA_PIDS+=($!)
 sleep_watch "$DURATION"
 # The long-lived fetcher got going again by itself: every entity completed runs since.
 resumed=""
@@ -76,7 +68,12 @@ done
 log "runs completed by the long-lived fetcher once the stager ran: $resumed"
 enospc=$(grep -c 'No space left on device' "$WORK/logs/fetcher.log" || true)
 final_sync 1200
-pruned=$(awk '{s += $1} END {print s + 0}' "$WORK/pruned.txt")
+pruned=$(grep -ho 'archived_files_removed=[0-9]*' "$WORK/logs/"stager*.log | cut -d= -f2 |
+  awk '{s += $1} END {print s + 0}')
+if [ "$pruned" -eq 0 ]; then
+  log "the stager never removed an archived file although the disk was full"
+  VIOLATIONS=$((VIOLATIONS + 1))
+fi
 log "ENOSPC lines in the fetcher's log: $enospc ($fills before the stager started), $(grep -c 'No space left on device' "$WORK/logs/final_fetch.log" || true) in the final fetch's; archived files deleted: $pruned"
 tmp_left=$(find "$SPOOL" -name '.*.tmp' | wc -l)
 quarantined=$(psqlq -c "SELECT count(*) FROM ingestd_quarantine")
