@@ -148,7 +148,6 @@ class PageReader {
   simdjson::ondemand::document doc_;
   simdjson::ondemand::array records_;
   simdjson::ondemand::array_iterator it_, end_;
-  bool started_ = false;
   Meta meta_;
 };
 
