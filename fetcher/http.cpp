@@ -94,8 +94,7 @@ HttpClient::HttpClient(std::chrono::milliseconds timeout, bool tls_verify, const
 }
 
 HttpClient::~HttpClient() {
-  // A request still in flight is abandoned: its connection closes with it.
-  if (busy_) curl_multi_remove_handle(static_cast<CURLM*>(multi_), static_cast<CURL*>(curl_));
+  abort();  // a request still in flight: its connection closes with it
   curl_multi_cleanup(static_cast<CURLM*>(multi_));
   curl_easy_cleanup(static_cast<CURL*>(curl_));
 }
@@ -168,15 +167,17 @@ HttpResponse HttpClient::complete() {
   auto* m = static_cast<CURLM*>(multi_);
   auto* c = static_cast<CURL*>(curl_);
   if (!pending_->deadline) pending_->deadline = std::chrono::steady_clock::now() + timeout_;
+  // Gives up the transfer (its connection closes) and reports why, naming the URL.
+  auto fail = [&](std::string_view why, bool timed_out) {
+    auto url = pending_->url;
+    abort();
+    throw TransportError(fmt::format("{} ({})", why, url), timed_out);
+  };
   CURLcode result = CURLE_OK;
   for (;;) {
     int running = 0;
-    if (CURLMcode mc = curl_multi_perform(m, &running); mc != CURLM_OK) {
-      curl_multi_remove_handle(m, c);
-      busy_ = false;
-      auto p = std::move(pending_);
-      throw TransportError(fmt::format("{} ({})", curl_multi_strerror(mc), p->url), false);
-    }
+    if (CURLMcode mc = curl_multi_perform(m, &running); mc != CURLM_OK)
+      fail(curl_multi_strerror(mc), false);
     int queued = 0;
     bool done = false;
     while (CURLMsg* msg = curl_multi_info_read(m, &queued)) {
@@ -186,19 +187,12 @@ HttpResponse HttpClient::complete() {
       }
     }
     if (done) break;
-    if (std::chrono::steady_clock::now() > *pending_->deadline) {
-      auto url = pending_->url;
-      abort();
-      throw TransportError(fmt::format("Timeout was reached: no complete answer within {} ms ({})",
-                                       timeout_.count(), url),
-                           true);
-    }
+    if (std::chrono::steady_clock::now() > *pending_->deadline)
+      fail(fmt::format("Timeout was reached: no complete answer within {} ms", timeout_.count()),
+           true);
     // Wakes at least every 100 ms, so that curl checks the stop token and we the deadline.
-    if (CURLMcode pc = curl_multi_poll(m, nullptr, 0, 100, nullptr); pc != CURLM_OK) {
-      auto url = pending_->url;
-      abort();
-      throw TransportError(fmt::format("{} ({})", curl_multi_strerror(pc), url), false);
-    }
+    if (CURLMcode pc = curl_multi_poll(m, nullptr, 0, 100, nullptr); pc != CURLM_OK)
+      fail(curl_multi_strerror(pc), false);
   }
   curl_multi_remove_handle(m, c);
   busy_ = false;

@@ -83,7 +83,7 @@ struct OpenContainer {
 };
 using OpenStack = std::vector<OpenContainer>;
 
-error_code open_object(ondemand::object& o, OpenStack& stack) {
+error_code open_container(ondemand::object& o, OpenStack& stack) {
   if (stack.size() >= spool::kMaxDepth) return DEPTH_ERROR;
   OpenContainer c;
   c.object = true;
@@ -93,7 +93,7 @@ error_code open_object(ondemand::object& o, OpenStack& stack) {
   return SUCCESS;
 }
 
-error_code open_array(ondemand::array& a, OpenStack& stack) {
+error_code open_container(ondemand::array& a, OpenStack& stack) {
   if (stack.size() >= spool::kMaxDepth) return DEPTH_ERROR;
   OpenContainer c;
   if (auto e = a.begin().get(c.element)) return e;
@@ -114,12 +114,12 @@ error_code visit(ondemand::value v, OpenStack& stack) {
   if (t == ondemand::json_type::object) {
     ondemand::object o;
     if (auto e = v.get_object().get(o)) return e;
-    return open_object(o, stack);
+    return open_container(o, stack);
   }
   if (t == ondemand::json_type::array) {
     ondemand::array a;
     if (auto e = v.get_array().get(a)) return e;
-    return open_array(a, stack);
+    return open_container(a, stack);
   }
   return SUCCESS;
 }
@@ -154,17 +154,12 @@ error_code check_open(OpenStack& stack) {
   return SUCCESS;
 }
 
-error_code check_structure(ondemand::object& o) {
+// A record that is an object or an array. The stack is reused: no allocation per record.
+template <class Container>
+error_code check_structure(Container& record) {
   static thread_local OpenStack stack;
   stack.clear();
-  if (auto e = open_object(o, stack)) return e;
-  return check_open(stack);
-}
-
-error_code check_structure(ondemand::array& a) {
-  static thread_local OpenStack stack;
-  stack.clear();
-  if (auto e = open_array(a, stack)) return e;
+  if (auto e = open_container(record, stack)) return e;
   return check_open(stack);
 }
 }  // namespace

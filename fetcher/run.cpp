@@ -198,6 +198,14 @@ std::optional<RunState> position_ahead(const config::Entity& e, const RunState& 
   return std::nullopt;
 }
 
+// Sends `out` with the source's credentials (may fetch a token first) without waiting.
+void send(Fetcher::SourceState& src, HttpClient& http, const Outgoing& out) {
+  auto headers = src.auth.headers(http);
+  headers.push_back("Accept: application/json");
+  if (out.body) headers.push_back("Content-Type: application/json");
+  http.start(out.url, out.body, headers);
+}
+
 void count_response(const config::Entity& e, Metrics& m, long status) {
   ++m.requests;
   m.count_status(status);
@@ -260,10 +268,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       if (ahead) {
         ahead.reset();  // its answer is this attempt's
       } else {
-        auto headers = src.auth.headers(http);
-        headers.push_back("Accept: application/json");
-        if (out.body) headers.push_back("Content-Type: application/json");
-        http.start(out.url, out.body, headers);
+        send(src, http, out);
       }
       last = http.complete();
       count_response(e, m, last.status);
@@ -276,10 +281,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
           // asked for in turn and meets the problem there, with its retries.
           try {
             Outgoing following = next_request(s, e, *next);
-            auto headers = src.auth.headers(http);
-            headers.push_back("Accept: application/json");
-            if (following.body) headers.push_back("Content-Type: application/json");
-            http.start(following.url, following.body, headers);
+            send(src, http, following);
             ahead = std::move(following);
           } catch (const std::exception&) {
             ahead.reset();
