@@ -345,6 +345,10 @@ class Loader {
     s.retry_max = *parse_duration(opt(p + ".retry.max"));
     s.tls_verify = opt(p + ".tls_verify") == "true";
     s.pipelining = opt(p + ".pipelining") == "true";
+    s.requests_in_flight = std::stoll(opt(p + ".requests_in_flight"));
+    if (!s.pipelining && s.requests_in_flight > 1)
+      error(line_of(p + ".requests_in_flight", line), p + ".requests_in_flight",
+            "needs pipelining: true (the pages after the first are asked ahead)");
     auto& a = s.auth;
     a.bearer_token = opt(p + ".auth.bearer_token");
     a.api_key_header = opt(p + ".auth.api_key_header");

@@ -57,7 +57,8 @@ struct Source {
   Duration retry_initial{};
   Duration retry_max{};
   bool tls_verify = true;
-  bool pipelining = true;  // fetcher/run.cpp: position_ahead()
+  bool pipelining = true;               // fetcher/run.cpp: position_ahead()
+  std::int64_t requests_in_flight = 1;  // with pipelining: pages asked ahead at once
 };
 
 // How an entity is fetched; the pagination names match the config values.

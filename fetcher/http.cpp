@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <map>
 #include <optional>
 
 #include <fmt/format.h>
@@ -70,6 +71,19 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 
 }  // namespace
 
+// One curl multi handle and the results it reported for transfers whose owner was not the one
+// reading them (clients sharing it each wait for their own).
+struct HttpClient::Multi {
+  CURLM* handle = curl_multi_init();
+  std::map<CURL*, CURLcode> finished;
+  Multi() = default;
+  Multi(const Multi&) = delete;
+  Multi& operator=(const Multi&) = delete;
+  ~Multi() {
+    if (handle) curl_multi_cleanup(handle);
+  }
+};
+
 // What one request needs while it is in flight: curl keeps pointers to all of it.
 struct HttpClient::Pending {
   std::string url;
@@ -81,21 +95,20 @@ struct HttpClient::Pending {
   ~Pending() { curl_slist_free_all(headers); }
 };
 
-HttpClient::HttpClient(std::chrono::milliseconds timeout, bool tls_verify, const StopToken& stop)
+HttpClient::HttpClient(std::chrono::milliseconds timeout, bool tls_verify, const StopToken& stop,
+                       const HttpClient* share_with)
     : timeout_(timeout), tls_verify_(tls_verify), stop_(stop) {
   static GlobalInit init;
+  multi_ = share_with ? share_with->multi_ : std::make_shared<Multi>();
   curl_ = curl_easy_init();
-  multi_ = curl_multi_init();
-  if (!curl_ || !multi_) {
+  if (!curl_ || !multi_->handle) {
     curl_easy_cleanup(static_cast<CURL*>(curl_));
-    if (multi_) curl_multi_cleanup(static_cast<CURLM*>(multi_));
     throw std::runtime_error("curl_easy_init or curl_multi_init failed");
   }
 }
 
 HttpClient::~HttpClient() {
   abort();  // a request still in flight: its connection closes with it
-  curl_multi_cleanup(static_cast<CURLM*>(multi_));
   curl_easy_cleanup(static_cast<CURL*>(curl_));
 }
 
@@ -145,7 +158,8 @@ void HttpClient::start(const std::string& url, const std::optional<std::string>&
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, p.body->data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(p.body->size()));
   }
-  auto* m = static_cast<CURLM*>(multi_);
+  auto* m = multi_->handle;
+  multi_->finished.erase(c);
   if (CURLMcode rc = curl_multi_add_handle(m, c); rc != CURLM_OK)
     throw TransportError(fmt::format("{} ({})", curl_multi_strerror(rc), url), false);
   busy_ = true;
@@ -157,15 +171,17 @@ void HttpClient::start(const std::string& url, const std::optional<std::string>&
 
 void HttpClient::abort() noexcept {
   if (!busy_) return;
-  curl_multi_remove_handle(static_cast<CURLM*>(multi_), static_cast<CURL*>(curl_));
+  curl_multi_remove_handle(multi_->handle, static_cast<CURL*>(curl_));
+  multi_->finished.erase(static_cast<CURL*>(curl_));
   busy_ = false;
   pending_.reset();
 }
 
 HttpResponse HttpClient::complete() {
   if (!busy_) throw std::logic_error("HttpClient::complete: no request in flight");
-  auto* m = static_cast<CURLM*>(multi_);
+  auto* m = multi_->handle;
   auto* c = static_cast<CURL*>(curl_);
+  auto& finished = multi_->finished;
   if (!pending_->deadline) pending_->deadline = std::chrono::steady_clock::now() + timeout_;
   // Gives up the transfer (its connection closes) and reports why, naming the URL.
   auto fail = [&](std::string_view why, bool timed_out) {
@@ -179,14 +195,13 @@ HttpResponse HttpClient::complete() {
     if (CURLMcode mc = curl_multi_perform(m, &running); mc != CURLM_OK)
       fail(curl_multi_strerror(mc), false);
     int queued = 0;
-    bool done = false;
-    while (CURLMsg* msg = curl_multi_info_read(m, &queued)) {
-      if (msg->msg == CURLMSG_DONE && msg->easy_handle == c) {
-        result = msg->data.result;
-        done = true;
-      }
+    while (CURLMsg* msg = curl_multi_info_read(m, &queued))
+      if (msg->msg == CURLMSG_DONE) finished[msg->easy_handle] = msg->data.result;
+    if (auto it = finished.find(c); it != finished.end()) {  // read here or by a sharer
+      result = it->second;
+      finished.erase(it);
+      break;
     }
-    if (done) break;
     if (std::chrono::steady_clock::now() > *pending_->deadline)
       fail(fmt::format("Timeout was reached: no complete answer within {} ms", timeout_.count()),
            true);

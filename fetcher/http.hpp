@@ -38,7 +38,11 @@ struct TransportError : std::runtime_error {
 
 class HttpClient {
  public:
-  HttpClient(std::chrono::milliseconds timeout, bool tls_verify, const StopToken& stop);
+  // `share_with`: this client's transfers and the other's progress together (whichever of
+  // them waits in complete() moves all), over one connection cache; several requests can then
+  // be in flight at once, one per client (fetcher/run.cpp, requests_in_flight).
+  HttpClient(std::chrono::milliseconds timeout, bool tls_verify, const StopToken& stop,
+             const HttpClient* share_with = nullptr);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -50,7 +54,8 @@ class HttpClient {
 
   // Sends a request (GET, or POST when `body` is set) without waiting for the answer: on a
   // kept-alive connection the request is written before start() returns; on a new one only
-  // the connection has begun. One request at a time. complete() waits for its answer, at most
+  // the connection has begun (and goes on while this client or one sharing with it waits in
+  // complete()). One request at a time per client. complete() waits for its answer, at most
   // the timeout counted from when complete() is called: TransportError or any HTTP status.
   // abort() drops it (its connection closes).
   void start(const std::string& url, const std::optional<std::string>& body,
@@ -61,7 +66,8 @@ class HttpClient {
 
  private:
   void* curl_;
-  void* multi_;
+  struct Multi;
+  std::shared_ptr<Multi> multi_;  // shared by the clients created with share_with
   bool busy_ = false;
   struct Pending;
   std::unique_ptr<Pending> pending_;  // the request in flight and what it received

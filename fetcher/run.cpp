@@ -1,7 +1,9 @@
 // One entity's run: page after page, each durably spooled before its checkpoint.
 #include <unistd.h>
 
+#include <deque>
 #include <map>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -177,26 +179,59 @@ bool operator==(const Outgoing& a, const Outgoing& b) {
 // Pipelining: the next page's request goes out as soon as this page's response is in, so that
 // the upstream prepares it while this page is parsed and queued for the spool. Sent only when
 // the next request does not depend on this page's body: for page, page_number and offset,
-// after a full page (a run whose last page is short asks for one page past it, answered
-// and discarded); for next_link, when the Link header names a next page. Never for Relay (the
-// cursor is in the body) nor while the rate limit has no token to spare.
+// after a full page (a run whose last page is short asks for pages past it, answered and
+// discarded); for next_link, when the Link header names a next page. Never for Relay (the
+// cursor is in the body) nor while the rate limit has no token to spare. `steps` ahead of
+// `run` (1: the next page); beyond the next, only page, page_number and offset can tell.
 std::optional<RunState> position_ahead(const config::Entity& e, const RunState& run,
-                                       const HttpResponse& response, bool after_full_page) {
+                                       const HttpResponse& response, bool after_full_page,
+                                       std::int64_t steps) {
   const auto& pagination = e.request.pagination;
   RunState next = run;
-  ++next.page;
+  next.page += steps;
   if (pagination == "next_link") {
+    if (steps != 1) return std::nullopt;
     next.cursor = next_link(response.header("link"));
     if (next.cursor.empty()) return std::nullopt;
     return next;
   }
   if (after_full_page && e.request.page_size > 0 &&
       (pagination == "page" || pagination == "page_number" || pagination == "offset")) {
-    next.records += e.request.page_size;
+    next.records += e.request.page_size * steps;
     return next;
   }
   return std::nullopt;
 }
+
+// One entity's connections and the requests sent ahead on them, oldest (nearest page) first.
+// `sources.*.requests_in_flight` clients sharing one curl multi handle: with N, up to N pages
+// are asked at once, each on its own kept-alive connection (curl no longer pipelines HTTP/1.1
+// on one), and all of them progress while the fetcher waits for the first.
+class Requests {
+ public:
+  Requests(const config::Source& s, const StopToken& stop) {
+    for (std::int64_t i = 0; i < std::max<std::int64_t>(1, s.requests_in_flight); ++i)
+      clients_.push_back(std::make_unique<HttpClient>(
+          s.timeout, s.tls_verify, stop, clients_.empty() ? nullptr : clients_.front().get()));
+  }
+  struct Sent {
+    Outgoing out;
+    HttpClient* http;
+  };
+  std::deque<Sent> ahead;
+
+  [[nodiscard]] bool can_send_ahead() const { return ahead.size() < clients_.size(); }
+  // A connection with nothing in flight; there is one whenever can_send_ahead() or nothing
+  // is ahead.
+  HttpClient& idle() {
+    for (auto& c : clients_)
+      if (!c->busy()) return *c;
+    throw std::logic_error("Requests::idle: every connection has a request in flight");
+  }
+
+ private:
+  std::vector<std::unique_ptr<HttpClient>> clients_;
+};
 
 // Sends `out` with the source's credentials (may fetch a token first) without waiting.
 void send(Fetcher::SourceState& src, HttpClient& http, const Outgoing& out) {
@@ -212,49 +247,73 @@ void count_response(const config::Entity& e, Metrics& m, long status) {
   metrics::upstream_requests(e.name, status).Increment();
 }
 
-// A request sent ahead that turned out not to be needed (the run ended, the guess missed, the
-// page it followed is asked again): its answer is read and dropped. It counts in
-// ingestd_upstream_requests_total (the upstream saw it) but not in the run's summary, whose
-// failed requests are those of pages it fetched (an API may answer 404 past the end). A
-// Retry-After in it still pauses the source. Stopping, it is abandoned instead: shutdown
-// must not wait for an answer nobody needs.
-void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, HttpClient& http,
-                   std::optional<Outgoing>& ahead, const StopToken& stop) {
-  if (!ahead) return;
-  ahead.reset();
-  if (stop.stop_requested()) {
-    http.abort();
-    return;
+// Requests sent ahead that turned out not to be needed (the run ended, the guess missed, the
+// page they followed failed and is asked again): their answers are read and dropped. They
+// count in ingestd_upstream_requests_total (the upstream saw them) but not in the run's
+// summary, whose failed requests are those of pages it fetched (an API may answer 404 past
+// the end). A Retry-After in one still pauses the source. Stopping, they are abandoned
+// instead: shutdown must not wait for answers nobody needs.
+void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, Requests& requests,
+                   const StopToken& stop) {
+  while (!requests.ahead.empty()) {
+    HttpClient& http = *requests.ahead.front().http;
+    requests.ahead.pop_front();
+    if (stop.stop_requested()) {
+      http.abort();
+      continue;
+    }
+    notify::beat();  // the wait below is one more request's worth
+    try {
+      auto r = http.complete();
+      metrics::upstream_requests(e.name, r.status).Increment();
+      if (auto ra = retry_after(r); ra && (r.status == 429 || r.status == 503))
+        src.limiter.close_until(Clock::now() + *ra);
+    } catch (const TransportError&) {
+      metrics::upstream_requests(e.name, 0).Increment();
+    }
   }
-  notify::beat();  // the wait below is one more request's worth
-  try {
-    auto r = http.complete();
-    metrics::upstream_requests(e.name, r.status).Increment();
-    if (auto ra = retry_after(r); ra && (r.status == 429 || r.status == 503))
-      src.limiter.close_until(Clock::now() + *ra);
-  } catch (const TransportError&) {
-    metrics::upstream_requests(e.name, 0).Increment();
+}
+
+// After a page's answer came in whole: asks for the pages after it that position_ahead() can
+// tell, as long as a connection and a rate-limit token are free. Optional: a page that cannot
+// be asked now (a token request failing, say) is asked in turn and meets the problem there,
+// with its retries.
+void send_ahead(Fetcher::SourceState& src, const config::Entity& e, const RunState& run,
+                const HttpResponse& response, bool after_full_page, Requests& requests) {
+  while (requests.can_send_ahead()) {
+    auto steps = static_cast<std::int64_t>(requests.ahead.size()) + 1;
+    auto next = position_ahead(e, run, response, after_full_page, steps);
+    if (!next || !src.limiter.try_acquire()) return;
+    try {
+      Outgoing following = next_request(src.source, e, *next);
+      HttpClient& http = requests.idle();
+      send(src, http, following);
+      requests.ahead.push_back({std::move(following), &http});
+    } catch (const std::exception&) {
+      return;
+    }
   }
 }
 
 }  // namespace
 
-// Fetches one page, retrying what can succeed later; throws GaveUp or Stopped. `ahead` is
-// the request already sent for this page (if any); on return it names the request sent for
-// the next one, if position_ahead() found one to send.
+// Fetches one page, retrying what can succeed later; throws GaveUp or Stopped. The first of
+// `requests.ahead`, if any, is the request already sent for this page; on return the queue
+// holds the requests sent for the pages after it (send_ahead()).
 static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const RunState& run,
-                       HttpClient& http, ResponseReader& reader, Metrics& m, const StopToken& stop,
-                       HttpResponse& last, std::optional<Outgoing>& ahead, bool after_full_page) {
+                       Requests& requests, ResponseReader& reader, Metrics& m,
+                       const StopToken& stop, HttpResponse& last, bool after_full_page) {
   const auto& s = src.source;
-  const bool pipelining = s.pipelining;
   Backoff backoff(s.retry_initial, s.retry_max);
   Outgoing out = next_request(s, e, run);
-  if (ahead && !(*ahead == out)) discard_ahead(src, e, http, ahead, stop);
+  if (!requests.ahead.empty() && !(requests.ahead.front().out == out))
+    discard_ahead(src, e, requests, stop);
   std::string failure;
   bool refreshed = false;
   for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
     notify::beat();  // the entity loop's heartbeat (fetcher/loop.cpp): one per attempt
-    if (!ahead) {
+    const bool sent = !requests.ahead.empty();
+    if (!sent) {
       bool ok = true;
       auto throttled = src.limiter.acquire(stop, ok);
       m.throttled_ms += throttled.count();
@@ -265,28 +324,19 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
     }
     std::optional<std::chrono::milliseconds> wait;
     try {
-      if (ahead) {
-        ahead.reset();  // its answer is this attempt's
+      HttpClient* http = nullptr;
+      if (sent) {
+        http = requests.ahead.front().http;  // its answer is this attempt's
+        requests.ahead.pop_front();
       } else {
-        send(src, http, out);
+        http = &requests.idle();
+        send(src, *http, out);
       }
-      last = http.complete();
+      last = http->complete();
       count_response(e, m, last.status);
       if (last.status >= 200 && last.status < 300) {
-        auto next = pipelining && !stop.stop_requested()
-                        ? position_ahead(e, run, last, after_full_page)
-                        : std::nullopt;
-        if (next && src.limiter.try_acquire()) {
-          // Optional: if it cannot be sent (a token request failing, say), the next page is
-          // asked for in turn and meets the problem there, with its retries.
-          try {
-            Outgoing following = next_request(s, e, *next);
-            send(src, http, following);
-            ahead = std::move(following);
-          } catch (const std::exception&) {
-            ahead.reset();
-          }
-        }
+        if (s.pipelining && !stop.stop_requested())
+          send_ahead(src, e, run, last, after_full_page, requests);
         return reader.read(last.body);
       }
       failure = fmt::format("HTTP {}", last.status);
@@ -295,6 +345,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
         ++m.retries;
         metrics::upstream_retries(e.name).Increment();
         log::info("fetcher.token_rejected", "entity={} page={}", e.name, run.page);
+        discard_ahead(src, e, requests, stop);  // sent with the rejected token
         continue;
       }
       if (last.status == 429 || last.status == 503) {
@@ -313,11 +364,12 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       if (stop.stop_requested()) throw Stopped{};
       failure = err.what();
     } catch (const BadResponse& err) {
-      failure = err.what();                      // malformed JSON, truncated body, GraphQL errors
-      discard_ahead(src, e, http, ahead, stop);  // this page is asked again first
+      failure = err.what();  // malformed JSON, truncated body, GraphQL errors
     } catch (const Authenticator::AuthError& err) {
       failure = err.what();
     }
+    // A failed page takes the requests sent after it along: it is asked again first, alone.
+    discard_ahead(src, e, requests, stop);
     if (attempt == s.retry_max_attempts) break;
     ++m.retries;
     metrics::upstream_retries(e.name).Increment();
@@ -335,7 +387,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
   auto& m = *metrics_.at(e.name);
   auto& run = *cp.current;
   RunResult result{false, run.run_id, run.mode, run.page, run.records, ""};
-  HttpClient http(src.source.timeout, src.source.tls_verify, stop_);
+  Requests requests(src.source, stop_);
   ResponseReader reader(e.request.records, e.updated_at_path, e.request.pagination == "relay");
   auto started = Clock::now();
   Baseline base(m);
@@ -353,14 +405,13 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
   bool reached_end = run.exhausted;  // crashed after its last page: only the end is left
   if (!reached_end) {
     PageWriter writer(config_, e, cp, m);
-    std::optional<Outgoing> ahead;  // the next page's request, sent early (fetch_page)
-    bool after_full_page = false;   // the previous page of this process was full
+    bool after_full_page = false;  // the previous page of this process was full
     for (;;) {
       if (stop_.stop_requested()) break;
       HttpResponse response;
       Page page;
       try {
-        page = fetch_page(src, e, pos, http, reader, m, stop_, response, ahead, after_full_page);
+        page = fetch_page(src, e, pos, requests, reader, m, stop_, response, after_full_page);
       } catch (const Stopped&) {
         break;
       } catch (const GaveUp& err) {
@@ -416,7 +467,7 @@ RunResult Fetcher::continue_run(const config::Entity& e, Checkpoint& cp, bool re
         break;
       }
     }
-    discard_ahead(src, e, http, ahead, stop_);  // past the last page, or stopped
+    discard_ahead(src, e, requests, stop_);  // past the last page, or stopped
     try {
       writer.finish();
     } catch (const std::exception& err) {

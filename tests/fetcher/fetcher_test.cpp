@@ -157,35 +157,62 @@ std::size_t settled_requests(test::Simulator& sim) {
 }
 }  // namespace
 
-// Protects pipelining (sources.*.pipelining): the upstream gets the next page's request
-// while the fetcher parses and spools the current one, which is what lets a fast upstream,
-// not the fetcher, set the pace (tests/bench/fetch_bench.sh). Killed just after parsing its
-// 3rd page, the fetcher has already asked for the 4th; with pipelining off it has not.
+namespace {
+// The source options for pipelining off (0) or on with `in_flight` requests at once.
+std::string pipelining_options(int in_flight) {
+  return in_flight == 0
+             ? "rate_limit: {per_second: 0}\n    pipelining: false"
+             : fmt::format("rate_limit: {{per_second: 0}}\n    requests_in_flight: {}", in_flight);
+}
+}  // namespace
+
+// Protects pipelining (sources.*.pipelining, requests_in_flight): the upstream gets the next
+// pages' requests while the fetcher parses and spools the current one, which is what lets a
+// fast upstream, not the fetcher, set the pace (tests/bench/fetch_bench.sh). Killed just
+// after parsing its 5th page, the fetcher has asked for the 6th; with pipelining off, for none
+// past the 5th. (More in flight: the next test; a SIGKILL resets connections whose answers
+// are unread, so the count of requests that reached the upstream is no longer exact.)
 TEST_CASE("pipelining asks for the next page before the current one is spooled") {
-  for (bool pipelining : {true, false}) {
-    CAPTURE(pipelining);
-    FetchFixture f({"--size", "40"},
-                   fmt::format("rate_limit: {{per_second: 0}}\n    pipelining: {}", pipelining), "",
-                   kPianosBy11);
-    CHECK(f.fetch({}, {{"INGESTD_FAILPOINTS", "fetcher.after_parse:3"}}, "killed.log") ==
+  for (int in_flight : {0, 1}) {
+    CAPTURE(in_flight);
+    FetchFixture f({"--size", "40"}, pipelining_options(in_flight), "", kPianosBy11);
+    CHECK(f.fetch({}, {{"INGESTD_FAILPOINTS", "fetcher.after_parse:5"}}, "killed.log") ==
           128 + SIGKILL);
-    // Page 1 is asked alone, page 2 alone (page 1 was full), page 3 ahead of page 2's parse,
-    // page 4 ahead of page 3's.
-    CHECK(settled_requests(f.sim) == (pipelining ? 4U : 3U));
+    // Page 1 is asked alone, page 2 alone (page 1 was full); page 2's answer sends pages
+    // 3 .. 2+N ahead of its parse, each later answer one more. By page 5 every connection is
+    // open, so the one sent last is on the wire before the kill (on a new connection it
+    // would only have begun connecting).
+    CHECK(settled_requests(f.sim) == static_cast<std::size_t>(5 + in_flight));
     CHECK(f.fetch({}, {}, "resumed.log") == 0);
     CHECK(f.spooled("pianos") == f.upstream("pianos"));
+    CHECK(test::spooled_ids(f.spool, "pianos").size() >= 80);
+  }
+}
+
+// Protects requests_in_flight: with every answer held 300 ms by the upstream, the fetcher keeps
+// exactly N requests there at once, and the pages still reach the spool whole and each once.
+TEST_CASE("requests_in_flight keeps that many pages at the upstream at once") {
+  for (int in_flight : {1, 3}) {
+    CAPTURE(in_flight);
+    FetchFixture f({"--size", "40"}, pipelining_options(in_flight), "", kPianosBy11);
+    f.sim.fault(R"({"kind":"slow","count":100,"delay_ms":300})");
+    CHECK(f.fetch({"--entity", "pianos"}) == 0);
+    CHECK(f.sim.in_flight_max() == in_flight);
+    CHECK(f.spooled("pianos") == f.upstream("pianos"));
+    CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
+    CHECK(f.log().find("pages=8 records=80 requests=8 ") != std::string::npos);
   }
 }
 
 // Protects what pipelining costs and that the counts stay honest: 80 pianos in pages of 11 are
-// 8 pages, the last one short; the request sent ahead past it is answered and dropped (the
-// upstream sees 9 requests, the run reports the 8 it used), and no page is spooled twice. next_link
-// knows from the Link header whether a next page exists, so it never asks past the end.
-TEST_CASE("pipelining asks at most one page past the end and counts that request") {
-  for (bool pipelining : {true, false}) {
-    CAPTURE(pipelining);
-    FetchFixture f({"--size", "40"},
-                   fmt::format("rate_limit: {{per_second: 0}}\n    pipelining: {}", pipelining), "",
+// 8 pages, the last one short; the requests sent ahead past it (as many as may be in flight)
+// are answered and dropped (the upstream sees 8 + N requests, the run reports the 8 it used),
+// and no page is spooled twice. next_link knows from the Link header whether a next page
+// exists, so it never asks past the end, and never more than one page ahead.
+TEST_CASE("pipelining asks at most requests_in_flight pages past the end and counts them") {
+  for (int in_flight : {0, 1, 3}) {
+    CAPTURE(in_flight);
+    FetchFixture f({"--size", "40"}, pipelining_options(in_flight), "",
                    std::string(kPianosBy11) + R"(
       users:
         rest: {path: /rest/users, pagination: next_link}
@@ -194,30 +221,35 @@ TEST_CASE("pipelining asks at most one page past the end and counts that request
     CHECK(f.fetch({"--entity", "pianos"}) == 0);
     CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
     CHECK(f.spooled("pianos") == f.upstream("pianos"));
-    auto pianos_requests = pipelining ? 9U : 8U;
+    auto pianos_requests = static_cast<std::size_t>(8 + in_flight);
     CHECK(settled_requests(f.sim) == pianos_requests);
-    // The run's own count leaves the dropped answer out (an API may answer 404 past the end;
+    // The run's own count leaves the dropped answers out (an API may answer 404 past the end;
     // it must not read as a failed request of a run that succeeded).
     CHECK(f.log().find("pages=8 records=80 requests=8 ") != std::string::npos);
     CHECK(f.fetch({"--entity", "users"}, {}, "users.log") == 0);
     auto users = f.upstream("users").size();
     CHECK(f.spooled("users") == f.upstream("users"));
+    CHECK(test::spooled_ids(f.spool, "users").size() == users);
     CHECK(settled_requests(f.sim) == pianos_requests + (users + 1) / 2);
   }
 }
 
 // Protects the requests sent ahead against faults: whatever kind of failure answers a request
 // sent ahead (or the page it followed, while it is in flight), the page is asked again, the
-// run completes, and every record is spooled exactly once.
+// run completes, and every record is spooled exactly once; with three in flight, the failed
+// page's followers are dropped and asked again after it.
 TEST_CASE("a fault on a request sent ahead is retried and no record is lost or doubled") {
   for (const char* fault :
        {R"({"kind":"500","count":2})", R"({"kind":"503","count":1,"retry_after":0})",
         R"({"kind":"slow","count":1,"delay_ms":1500})", R"({"kind":"truncate","count":1})",
         R"({"kind":"malformed","count":2})", R"({"kind":"429","count":1,"retry_after":1})"}) {
-    for (int skip : {2, 3}) {  // the fault hits page 3 (sent ahead) or page 4's
+    for (auto [in_flight, skip] : {std::pair{1, 2}, {1, 3}, {3, 3}}) {
+      // skip 2: the fault hits page 3, sent ahead; skip 3: page 4, sent while page 3 is in
+      // flight (one in flight) or at once with pages 3 and 5 (three).
       CAPTURE(fault);
+      CAPTURE(in_flight);
       CAPTURE(skip);
-      FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 0}", "", kPianosBy11);
+      FetchFixture f({"--size", "40"}, pipelining_options(in_flight), "", kPianosBy11);
       f.sim.fault(fmt::format(R"({{"kind":"none","count":{}}})", skip));
       f.sim.fault(fault);
       CHECK(f.fetch() == 0);
@@ -474,6 +506,18 @@ TEST_CASE("SIGTERM while pages are sent ahead exits within 5 s") {
   // ahead: the stop finds one request in flight.
   sigterm_exits_in_time(f, 6500ms, "pianos", 11);
   CHECK(settled_requests(f.sim) >= 3);  // it did get past page 2, so a page was sent ahead
+}
+
+// The same with three pages in flight at once: each is abandoned, none waited for.
+TEST_CASE("SIGTERM while three pages are in flight exits within 5 s") {
+  FetchFixture f({"--size", "40"}, pipelining_options(3), "", kPianosBy11);
+  auto yaml = test::read_text(f.cfg);
+  yaml.replace(yaml.find("timeout: 1s"), 11, "timeout: 10s");
+  std::ofstream(f.cfg) << yaml;
+  f.sim.fault(R"({"kind":"slow","count":100,"delay_ms":2900})");
+  // Page 1 at ~2.9 s, page 2 at ~5.8 s, then pages 3-5 are asked at once.
+  sigterm_exits_in_time(f, 6500ms, "pianos", 11);
+  CHECK(settled_requests(f.sim) >= 5);  // pages 3-5 were in flight together
 }
 
 TEST_CASE("an entity whose upstream keeps failing backs off without delaying the others") {

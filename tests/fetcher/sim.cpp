@@ -55,6 +55,12 @@ std::vector<std::int64_t> Simulator::request_times() {
   return out;
 }
 
+std::int64_t Simulator::in_flight_max() {
+  auto r = get("/control/stats");
+  simdjson::dom::parser p;
+  return p.parse(r.body)["requests"]["in_flight_max"].get_int64();
+}
+
 std::vector<std::string> spooled_ids(const fs::path& spool, const std::string& entity) {
   std::vector<std::string> ids;
   simdjson::ondemand::parser parser;

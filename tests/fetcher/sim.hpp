@@ -24,6 +24,8 @@ class Simulator {
   void reset() { post("/control/reset", "{}"); }
   // Milliseconds (since the simulator started) of every data request, in order.
   std::vector<std::int64_t> request_times();
+  // The most data requests the simulator held at once (read, not yet answered).
+  std::int64_t in_flight_max();
 
  private:
   StopToken never_;

@@ -65,6 +65,27 @@ TEST_CASE("bad values are errors naming path and line - and all errors are repor
   CHECK(has_error(r, "c.yaml:17: log.level: 'loud' is not one of trace|debug|info|warn|error"));
 }
 
+// Protects requests_in_flight: it is read (default 1), bounded, and refused with pipelining off
+// (the pages after the first can only be asked ahead), naming the key and its line.
+TEST_CASE("requests_in_flight needs pipelining and is bounded") {
+  auto with = [](const std::string& lines) {
+    std::string y = kGood;
+    auto at = y.find("    entities:");
+    return config::load_string(y.insert(at, lines), "c.yaml");
+  };
+  auto r = with("");
+  REQUIRE(r.config);
+  CHECK(r.config->sources.at(0).requests_in_flight == 1);
+  r = with("    requests_in_flight: 4\n");
+  REQUIRE(r.config);
+  CHECK(r.config->sources.at(0).requests_in_flight == 4);
+  r = with("    requests_in_flight: 17\n");
+  CHECK(has_error(r, "c.yaml:8: sources.gazelle.requests_in_flight: 17 is out of range [1, 16]"));
+  r = with("    pipelining: false\n    requests_in_flight: 2\n");
+  CHECK_FALSE(r.config);
+  CHECK(has_error(r, "c.yaml:9: sources.gazelle.requests_in_flight: needs pipelining: true"));
+}
+
 TEST_CASE("missing required keys are errors") {
   auto r = config::load_string("log:\n  level: info\n", "c.yaml");
   CHECK(has_error(r, "database.url: is required"));

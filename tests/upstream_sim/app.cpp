@@ -183,6 +183,11 @@ Reply App::handle(const Request& req) {
   return {error_response(http::status::not_found, fmt::format("no route for {}", path))};
 }
 
+void App::answered() {
+  std::lock_guard lock(mu_);
+  --in_flight_;
+}
+
 // Faults come first, like a rate limiter or a proxy in front of the real service: a 429 does
 // not care whether the credentials were good.
 Reply App::data_request(const Request& req, std::string_view path, std::string_view query) {
@@ -200,6 +205,8 @@ Reply App::data_request(const Request& req, std::string_view path, std::string_v
     if (fault && fault->kind == "slow") reply.delay = milliseconds(fault->delay_ms);
     if (fault && fault->kind == "truncate") reply.truncate = true;
   }
+  reply.data = true;
+  in_flight_max_ = std::max(in_flight_max_, ++in_flight_);
   int status = reply.res.result_int();
   ++by_status_[status];
   log_.push_back({t_ms, std::string(path), status});

@@ -90,6 +90,7 @@ struct Reply {
   Response res;
   std::chrono::milliseconds delay{0};  // "slow": wait this long before answering
   bool truncate = false;               // "truncate": send the head and half the body, then close
+  bool data = false;  // a data request: counted in flight until the transport calls answered()
 };
 
 class App {
@@ -100,6 +101,10 @@ class App {
   // Thread-safe: one mutex around everything. Requests are tiny, so obviously-correct beats
   // concurrent here; the transport waits out "slow" delays outside the lock.
   [[nodiscard]] Reply handle(const Request& req);
+  // The transport starts writing a data request's answer (after a "slow" delay): it no longer
+  // counts as in flight. /control/stats reports the most data requests in flight at once
+  // ("in_flight_max"): how many a client keeps at the upstream together.
+  void answered();
 
  private:
   static constexpr std::size_t kLogCap = 100'000;  // a long demo must not grow without bound
@@ -141,6 +146,8 @@ class App {
   std::map<std::string, std::int64_t> random_faults_;  // by kind, since the last reset
   std::map<int, std::int64_t> by_status_;              // data requests only
   std::int64_t token_requests_ = 0;
+  std::int64_t in_flight_ = 0;
+  std::int64_t in_flight_max_ = 0;
   std::deque<Logged> log_;  // data requests only, the latest kLogCap
   Churn churn_;
   std::mt19937_64 churn_rng_;

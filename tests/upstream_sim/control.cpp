@@ -70,6 +70,7 @@ Response App::control(const Request& req, std::string_view path, std::string_vie
     faults_.clear();
     by_status_.clear();
     token_requests_ = 0;
+    in_flight_max_ = in_flight_;
     log_.clear();
     random_faults_.clear();
     return json_response(http::status::ok, R"({"ok":true})");
@@ -212,9 +213,9 @@ std::string App::stats_json() const {
     records +=
         fmt::format(R"({}"{}":{})", records.empty() ? "" : ",", rest_name(e), data_.count(e));
   return fmt::format(
-      R"({{"requests":{{"total":{},"by_status":{{{}}},"token":{}}},"records":{{{}}},)"
-      R"("fault_rate":{}}})",
-      total, statuses, token_requests_, records, fault_rate_json());
+      R"({{"requests":{{"total":{},"by_status":{{{}}},"token":{},"in_flight_max":{}}},)"
+      R"("records":{{{}}},"fault_rate":{}}})",
+      total, statuses, token_requests_, in_flight_max_, records, fault_rate_json());
 }
 
 std::string App::requests_json() const {

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <set>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -83,6 +84,34 @@ TEST_CASE("slow fault delays the answer by delay_ms") {
   start = steady_clock::now();
   CHECK(c.get("/rest/clients").status == 200);
   CHECK(steady_clock::now() - start < milliseconds(250));
+}
+
+// Protects in_flight_max, by which the fetcher's tests see how many requests it keeps at the
+// upstream at once: three clients whose requests a slow fault holds together count 3, one
+// client asking in turn counts 1, and /control/reset starts the count again.
+TEST_CASE("stats count the most data requests in flight at once") {
+  Sim sim;
+  Client c(sim.port());
+  auto in_flight_max = [&] {
+    simdjson::dom::parser parser;
+    return parse(parser, c.get("/control/stats").body)["requests"]["in_flight_max"]
+        .get_int64()
+        .value();
+  };
+  CHECK(c.get("/rest/clients?_page=1&_limit=5").status == 200);
+  CHECK(c.get("/rest/clients?_page=2&_limit=5").status == 200);
+  CHECK(in_flight_max() == 1);
+  fault(c, R"({"kind":"slow","count":3,"delay_ms":400})");
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 3; ++i)
+    clients.emplace_back([&] {
+      Client own(sim.port());
+      own.get("/rest/clients?_page=1&_limit=5");
+    });
+  for (auto& t : clients) t.join();
+  CHECK(in_flight_max() == 3);
+  REQUIRE(c.post("/control/reset", "{}").status == 200);
+  CHECK(in_flight_max() == 0);
 }
 
 TEST_CASE("truncate fault sends a full head and half the body then closes") {
@@ -267,7 +296,7 @@ TEST_CASE("stats and the request log count data requests only and reset clears t
   simdjson::dom::parser parser;
   auto stats = parse(parser, c.get("/control/stats").body);
   CHECK(simdjson::minify(stats["requests"]) ==
-        R"({"total":3,"by_status":{"200":1,"401":1,"500":1},"token":1})");
+        R"({"total":3,"by_status":{"200":1,"401":1,"500":1},"token":1,"in_flight_max":1})");
   CHECK(stats["records"]["timeline_entries"].get_int64().value() == 500);
 
   auto log = parse(parser, c.get("/control/requests").body)["requests"].get_array().value();
@@ -287,7 +316,8 @@ TEST_CASE("stats and the request log count data requests only and reset clears t
   fault(c, R"({"kind":"500","count":5})");
   CHECK(c.post("/control/reset", "").status == 200);
   stats = parse(parser, c.get("/control/stats").body);
-  CHECK(simdjson::minify(stats["requests"]) == R"({"total":0,"by_status":{},"token":0})");
+  CHECK(simdjson::minify(stats["requests"]) ==
+        R"({"total":0,"by_status":{},"token":0,"in_flight_max":0})");
   CHECK(c.get("/rest/clients", auth).status == 200);              // the queued faults are gone too
   CHECK(stats["records"]["clients"].get_int64().value() == 100);  // data untouched
 }

@@ -84,6 +84,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void send(beast::error_code) {
+    if (reply_.data) app_.answered();
     stream_.expires_after(kIdleTimeout);
     if (reply_.truncate) return send_truncated();
     http::async_write(stream_, reply_.res,
