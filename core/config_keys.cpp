@@ -136,11 +136,11 @@ const std::vector<Key>& keys() {
        "page; next_link from the Link header; never relay). Costs one request past the end of "
        "a run whose last page is short."},
       {"sources.*.requests_in_flight", Type::integer, "1", false, false, 1, 16, "",
-       "With pipelining, how many of an entity's next pages may be asked at once, each on its "
-       "own connection (page, page_number and offset; next_link and relay stay at one). Hides "
-       "the upstream's round trip: N in flight fetch up to N times faster from a distant API, "
-       "within rate_limit. Costs up to N requests past the end of a run whose last page is "
-       "short."},
+       "How many of an entity's next pages may be asked at once, each on its own connection "
+       "(page, page_number and offset; no effect on next_link and relay). Needs pipelining. "
+       "Hides the upstream's round trip: N in flight fetch up to N times faster from a distant "
+       "API, within rate_limit; up to N answers are held in memory. Costs up to N requests past "
+       "the end of a run whose last page is short."},
       {"sources.*.entities", Type::map, "", true, false, 0, 0, "",
        "Entities of this source by name; the name gives the staging table stg_<name> and "
        "must be unique across sources (lowercase letters, digits, _)."},

@@ -144,11 +144,11 @@ void HttpClient::start(const std::string& url, const std::optional<std::string>&
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &p.transfer);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  // No CURLOPT_TIMEOUT_MS: curl would count it from start(), and a request sent ahead waits
-  // there while its caller parses and queues the previous page. complete() counts the
-  // whole-request timeout from when the caller starts waiting (Pending::deadline).
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                   static_cast<long>(std::min<long>(timeout_.count(), 10'000)));
+  // No CURLOPT_TIMEOUT_MS nor CURLOPT_CONNECTTIMEOUT_MS: curl counts both from start(), and
+  // a request sent ahead on a new connection does not progress while its caller parses and
+  // queues the previous page (nor while the spool's queue is full): it would fail as "timed
+  // out" with the handshake long done. complete() counts the whole-request timeout, connect
+  // included, from when the caller starts waiting (Pending::deadline).
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");  // any encoding curl can decode
   curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, tls_verify_ ? 1L : 0L);
@@ -177,12 +177,13 @@ void HttpClient::abort() noexcept {
   pending_.reset();
 }
 
-HttpResponse HttpClient::complete() {
+HttpResponse HttpClient::complete(std::optional<std::chrono::steady_clock::time_point> by) {
   if (!busy_) throw std::logic_error("HttpClient::complete: no request in flight");
   auto* m = multi_->handle;
   auto* c = static_cast<CURL*>(curl_);
   auto& finished = multi_->finished;
   if (!pending_->deadline) pending_->deadline = std::chrono::steady_clock::now() + timeout_;
+  if (by && *by < *pending_->deadline) pending_->deadline = by;
   // Gives up the transfer (its connection closes) and reports why, naming the URL.
   auto fail = [&](std::string_view why, bool timed_out) {
     auto url = pending_->url;

@@ -1,4 +1,4 @@
-// HTTP for the fetcher: one libcurl easy handle per thread (connections are reused), a
+// HTTP for the fetcher: one libcurl easy handle per client (connections are reused), a
 // whole-request timeout, TLS verification on unless the config turns it off, and a stop
 // token that aborts a transfer still running 3 s after shutdown was requested. A request can
 // be sent and its response collected later (start/complete), so that the upstream prepares
@@ -60,7 +60,9 @@ class HttpClient {
   // abort() drops it (its connection closes).
   void start(const std::string& url, const std::optional<std::string>& body,
              const std::vector<std::string>& headers);
-  HttpResponse complete();
+  // `by`: give up at that time if it comes before the timeout (several answers waited for
+  // in turn under one deadline).
+  HttpResponse complete(std::optional<std::chrono::steady_clock::time_point> by = std::nullopt);
   void abort() noexcept;
   [[nodiscard]] bool busy() const { return busy_; }
 

@@ -220,7 +220,11 @@ class Requests {
   };
   std::deque<Sent> ahead;
 
-  [[nodiscard]] bool can_send_ahead() const { return ahead.size() < clients_.size(); }
+  // Off for the rest of the run once a guess missed (an offset API that returns more records
+  // than asked, say): every page would otherwise cost N requests thrown away.
+  bool guessing = true;
+
+  [[nodiscard]] bool can_send_ahead() const { return guessing && ahead.size() < clients_.size(); }
   // A connection with nothing in flight; there is one whenever can_send_ahead() or nothing
   // is ahead.
   HttpClient& idle() {
@@ -248,13 +252,15 @@ void count_response(const config::Entity& e, Metrics& m, long status) {
 }
 
 // Requests sent ahead that turned out not to be needed (the run ended, the guess missed, the
-// page they followed failed and is asked again): their answers are read and dropped. They
+// page they followed failed and is asked again): their answers are read and dropped, all
+// within one timeout (an upstream that hangs costs one timeout, not one per request). They
 // count in ingestd_upstream_requests_total (the upstream saw them) but not in the run's
 // summary, whose failed requests are those of pages it fetched (an API may answer 404 past
 // the end). A Retry-After in one still pauses the source. Stopping, they are abandoned
 // instead: shutdown must not wait for answers nobody needs.
 void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, Requests& requests,
                    const StopToken& stop) {
+  const auto by = Clock::now() + src.source.timeout;
   while (!requests.ahead.empty()) {
     HttpClient& http = *requests.ahead.front().http;
     requests.ahead.pop_front();
@@ -264,7 +270,7 @@ void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, Requests&
     }
     notify::beat();  // the wait below is one more request's worth
     try {
-      auto r = http.complete();
+      auto r = http.complete(by);
       metrics::upstream_requests(e.name, r.status).Increment();
       if (auto ra = retry_after(r); ra && (r.status == 429 || r.status == 503))
         src.limiter.close_until(Clock::now() + *ra);
@@ -279,16 +285,21 @@ void discard_ahead(Fetcher::SourceState& src, const config::Entity& e, Requests&
 // be asked now (a token request failing, say) is asked in turn and meets the problem there,
 // with its retries.
 void send_ahead(Fetcher::SourceState& src, const config::Entity& e, const RunState& run,
-                const HttpResponse& response, bool after_full_page, Requests& requests) {
-  while (requests.can_send_ahead()) {
+                const HttpResponse& response, bool after_full_page, Requests& requests,
+                const StopToken& stop) {
+  while (requests.can_send_ahead() && !stop.stop_requested()) {
     auto steps = static_cast<std::int64_t>(requests.ahead.size()) + 1;
     auto next = position_ahead(e, run, response, after_full_page, steps);
     if (!next || !src.limiter.try_acquire()) return;
     try {
-      Outgoing following = next_request(src.source, e, *next);
       HttpClient& http = requests.idle();
-      send(src, http, following);
-      requests.ahead.push_back({std::move(following), &http});
+      requests.ahead.push_back({next_request(src.source, e, *next), &http});
+      try {
+        send(src, http, requests.ahead.back().out);
+      } catch (...) {
+        requests.ahead.pop_back();  // not sent: nothing in flight on `http`
+        throw;
+      }
     } catch (const std::exception&) {
       return;
     }
@@ -306,8 +317,13 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
   const auto& s = src.source;
   Backoff backoff(s.retry_initial, s.retry_max);
   Outgoing out = next_request(s, e, run);
-  if (!requests.ahead.empty() && !(requests.ahead.front().out == out))
+  if (!requests.ahead.empty() && !(requests.ahead.front().out == out)) {
+    requests.guessing = false;
+    log::warn("fetcher.pipelining_off",
+              "entity={} page={} reason={} action=one_request_at_a_time_for_this_run", e.name,
+              run.page, log::q("the page asked ahead is not the next one (page size?)"));
     discard_ahead(src, e, requests, stop);
+  }
   std::string failure;
   bool refreshed = false;
   for (std::int64_t attempt = 1; attempt <= s.retry_max_attempts; ++attempt) {
@@ -336,7 +352,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       count_response(e, m, last.status);
       if (last.status >= 200 && last.status < 300) {
         if (s.pipelining && !stop.stop_requested())
-          send_ahead(src, e, run, last, after_full_page, requests);
+          send_ahead(src, e, run, last, after_full_page, requests, stop);
         return reader.read(last.body);
       }
       failure = fmt::format("HTTP {}", last.status);

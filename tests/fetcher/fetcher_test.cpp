@@ -217,21 +217,102 @@ TEST_CASE("pipelining asks at most requests_in_flight pages past the end and cou
       users:
         rest: {path: /rest/users, pagination: next_link}
         page_size: 2
+      invoices:
+        rest: {path: /rest/invoices, pagination: offset, params: {limit: limit}}
+        page_size: 11
 )");
     CHECK(f.fetch({"--entity", "pianos"}) == 0);
     CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
     CHECK(f.spooled("pianos") == f.upstream("pianos"));
-    auto pianos_requests = static_cast<std::size_t>(8 + in_flight);
-    CHECK(settled_requests(f.sim) == pianos_requests);
+    auto requests = static_cast<std::size_t>(8 + in_flight);
+    CHECK(settled_requests(f.sim) == requests);
     // The run's own count leaves the dropped answers out (an API may answer 404 past the end;
     // it must not read as a failed request of a run that succeeded).
     CHECK(f.log().find("pages=8 records=80 requests=8 ") != std::string::npos);
+    // offset: the offsets guessed ahead are the ones asked (a miss would cost requests).
+    CHECK(f.fetch({"--entity", "invoices"}, {}, "invoices.log") == 0);
+    auto invoices = f.upstream("invoices").size();
+    REQUIRE(invoices > 2 * 11);
+    CHECK(f.spooled("invoices") == f.upstream("invoices"));
+    CHECK(test::spooled_ids(f.spool, "invoices").size() == invoices);
+    requests += invoices / 11 + 1 + static_cast<std::size_t>(in_flight);
+    CHECK(settled_requests(f.sim) == requests);
+    CHECK(f.log("invoices.log").find("fetcher.pipelining_off") == std::string::npos);
     CHECK(f.fetch({"--entity", "users"}, {}, "users.log") == 0);
     auto users = f.upstream("users").size();
     CHECK(f.spooled("users") == f.upstream("users"));
     CHECK(test::spooled_ids(f.spool, "users").size() == users);
-    CHECK(settled_requests(f.sim) == pianos_requests + (users + 1) / 2);
+    CHECK(settled_requests(f.sim) == requests + (users + 1) / 2);
   }
+}
+
+// Protects the guess's cost when the upstream pages differently from what is asked (here the
+// limit parameter is misnamed, so the simulator serves its default 100 per page): the first
+// miss turns sending ahead off for the run (fetcher.pipelining_off, once), instead of N
+// wasted requests for every page, and the run still gets every record once.
+TEST_CASE("a page asked ahead at the wrong offset turns sending ahead off for the run") {
+  for (int in_flight : {1, 3}) {
+    CAPTURE(in_flight);
+    FetchFixture f({"--size", "100"}, pipelining_options(in_flight), "", R"(
+      timeline_entries:
+        rest: {path: /rest/timeline_entries, pagination: offset, params: {limit: size}}
+        page_size: 11
+)");
+    CHECK(f.fetch() == 0);
+    REQUIRE(f.upstream("timeline_entries").size() == 500);
+    CHECK(f.spooled("timeline_entries") == f.upstream("timeline_entries"));
+    CHECK(test::spooled_ids(f.spool, "timeline_entries").size() == 500);
+    // 5 pages of 100 and an empty one, plus the N guessed after page 2, all missed.
+    CHECK(settled_requests(f.sim) == static_cast<std::size_t>(6 + in_flight));
+    auto log = f.log();
+    auto first = log.find("event=fetcher.pipelining_off");
+    CHECK(first != std::string::npos);
+    CHECK(log.find("event=fetcher.pipelining_off", first + 1) == std::string::npos);
+  }
+}
+
+// Protects shutdown of a hung upstream's followers: when a page times out, the requests sent
+// after it are given up within one timeout together, not one timeout each (with 8 in flight
+// that was 8 s before the page was asked again).
+TEST_CASE("the requests behind a page that timed out are given up within one timeout") {
+  FetchFixture f({"--size", "40"}, pipelining_options(8), "", kPianosBy11);
+  auto yaml = test::read_text(f.cfg);
+  yaml.replace(yaml.find("max_attempts: 6"), 15, "max_attempts: 2");
+  std::ofstream(f.cfg) << yaml;
+  f.sim.fault(R"({"kind":"none","count":2})");                     // pages 1 and 2 answer at once
+  f.sim.fault(R"({"kind":"slow","count":100,"delay_ms":20000})");  // then nothing within 1 s
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(f.fetch() != 0);  // gives up page 3 after 2 attempts
+  auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(f.log().find("event=fetcher.run_failed entity=pianos") != std::string::npos);
+  // Page 3's timeout (1 s) + its 7 followers (1 s at most) + the backoff (<= 0.4 s) + page 3
+  // again (1 s), and the process around it; one timeout per follower would be 7 s more.
+  CHECK_MESSAGE(took < 6s, "took ",
+                std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms");
+  CHECK(f.sim.in_flight_max() >= 8);  // page 3's second attempt may join the 8 held
+}
+
+// Protects the rate limit with requests sent ahead: each takes a token, so three in flight
+// never exceed per_second + burst in any second either.
+TEST_CASE("the request rate holds with three requests in flight") {
+  FetchFixture f({"--size", "40"},
+                 "rate_limit: {per_second: 20, burst: 3}\n    requests_in_flight: 3", "", R"(
+      pianos:
+        rest: {path: /rest/pianos, pagination: page}
+        page_size: 3
+)");
+  CHECK(f.fetch() == 0);
+  CHECK(f.spooled("pianos") == f.upstream("pianos"));
+  auto t = f.sim.request_times();
+  REQUIRE(t.size() >= 27);
+  std::size_t worst = 0;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    std::size_t j = i;
+    while (j < t.size() && t[j] - t[i] < 1000) ++j;
+    worst = std::max(worst, j - i);
+  }
+  MESSAGE("most requests in one second: " << worst);
+  CHECK(worst <= 23);
 }
 
 // Protects the requests sent ahead against faults: whatever kind of failure answers a request
@@ -245,7 +326,8 @@ TEST_CASE("a fault on a request sent ahead is retried and no record is lost or d
         R"({"kind":"malformed","count":2})", R"({"kind":"429","count":1,"retry_after":1})"}) {
     for (auto [in_flight, skip] : {std::pair{1, 2}, {1, 3}, {3, 3}}) {
       // skip 2: the fault hits page 3, sent ahead; skip 3: page 4, sent while page 3 is in
-      // flight (one in flight) or at once with pages 3 and 5 (three).
+      // flight (one in flight), or with three the 4th request to arrive, page 4 or 5 (sent
+      // together with page 3 on new connections, either may come first).
       CAPTURE(fault);
       CAPTURE(in_flight);
       CAPTURE(skip);
@@ -363,6 +445,33 @@ TEST_CASE("OAuth2 tokens are fetched and refreshed after a 401") {
   CHECK(f.spooled("clients") == f.upstream("clients"));
   CHECK(f.sim.get("/control/stats").body.find("\"401\"") != std::string::npos);
   CHECK(f.log().find("Cl1ent-Secret-93") == std::string::npos);
+}
+
+// The same with three requests in flight: the requests sent ahead with the rejected token are
+// dropped and asked again with the new one, and no page is lost or doubled.
+TEST_CASE("OAuth2 refresh after a 401 with three requests in flight") {
+  FetchFixture f({"--size", "40", "--auth", "oauth2:ingest-client:Cl1ent-Secret-93"},
+                 "rate_limit: {per_second: 10, burst: 3}\n    requests_in_flight: 3\n"
+                 "    auth:\n      oauth2:\n"
+                 "        token_url: TOKEN_URL\n        client_id: ingest-client\n"
+                 "        client_secret: Cl1ent-Secret-93",
+                 "", R"(
+      pianos:
+        rest: {path: /rest/pianos, pagination: page}
+        page_size: 3
+)");
+  std::string text = test::read_text(f.cfg);
+  text.replace(text.find("TOKEN_URL"), 9, f.sim.base() + "/oauth/token");
+  std::ofstream(f.cfg) << text;
+  test::Child c({"fetch", "--once", "-c", f.cfg}, f.dir.path() / "fetch.log");
+  REQUIRE(c.wait_for_log("event=fetcher.token_refreshed", 10s));
+  std::this_thread::sleep_for(800ms);  // 27 pages at 10/s: ~3 s
+  f.sim.fault(R"({"kind":"expire_tokens","count":1})");
+  CHECK(c.wait(30s) == 0);
+  CHECK(f.log().find("fetcher.token_rejected") != std::string::npos);
+  CHECK(f.spooled("pianos") == f.upstream("pianos"));
+  CHECK(test::spooled_ids(f.spool, "pianos").size() == 80);
+  CHECK(f.sim.get("/control/stats").body.find("\"401\"") != std::string::npos);
 }
 
 TEST_CASE("a token that expires mid-run is refreshed before it is refused") {
@@ -508,7 +617,8 @@ TEST_CASE("SIGTERM while pages are sent ahead exits within 5 s") {
   CHECK(settled_requests(f.sim) >= 3);  // it did get past page 2, so a page was sent ahead
 }
 
-// The same with three pages in flight at once: each is abandoned, none waited for.
+// The same with three pages in flight at once (all progress together, so the 3 s grace
+// after a stop runs for all of them at once, not one after the other).
 TEST_CASE("SIGTERM while three pages are in flight exits within 5 s") {
   FetchFixture f({"--size", "40"}, pipelining_options(3), "", kPianosBy11);
   auto yaml = test::read_text(f.cfg);
