@@ -16,6 +16,7 @@ sim_start
 # A full run per entity every minute as well, so kills also land in full runs and in the
 # reconciler's deletions (finalize_full_runs).
 CFG_SCHEDULE="{every: 5s, full_every: 1m}"
+CFG_REST_IN_FLIGHT=3  # kills also land while pages are asked three at a time
 write_config
 start_stages
 churn_start $((CHAOS_CHURN_TOTAL / 140)) "$CHAOS_CHURN_TOTAL"

@@ -18,6 +18,7 @@ sim_start --auth oauth2:chaos:s3cret --token-ttl 60 --fault-rate "$RATE" --fault
 CFG_TIMEOUT=2s  # the "slow" faults answer after 3 s: beyond it
 CFG_PAGE=250    # more requests, more faults (about 900 for the initial sync)
 CFG_AUTH="auth: {oauth2: {token_url: \"http://127.0.0.1:$SIM_PORT/oauth/token\", client_id: chaos, client_secret: s3cret}}"
+CFG_REST_IN_FLIGHT=3  # faults also hit requests sent ahead and the pages behind them
 write_config
 start_stages
 churn_start $((CHAOS_CHURN_TOTAL / DURATION)) "$CHAOS_CHURN_TOTAL"

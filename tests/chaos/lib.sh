@@ -177,6 +177,7 @@ CFG_TIMEOUT="${CFG_TIMEOUT:-5s}"
 CFG_AUTH=""  # e.g. 'auth: {oauth2: {token_url: ..., client_id: c, client_secret: s}}'
 CFG_PAGE="${CFG_PAGE:-1000}"
 CFG_EXTRA=""  # top-level YAML appended as is
+CFG_REST_IN_FLIGHT=1  # the REST source's requests_in_flight (pianos: page, invoices: offset)
 
 # Two sources, so that every pagination style the chaos can break is in play: GraphQL Relay
 # (clients, timeline entries), REST next-link (users), REST pages (pianos), REST offsets
@@ -231,6 +232,7 @@ $auth_block
   rest:
     base_url: http://127.0.0.1:$SIM_PORT
     rate_limit: {per_second: 0}
+    requests_in_flight: $CFG_REST_IN_FLIGHT
     timeout: $CFG_TIMEOUT
     retry: $CFG_RETRY
 $auth_block
