@@ -351,8 +351,7 @@ static Page fetch_page(Fetcher::SourceState& src, const config::Entity& e, const
       last = http->complete();
       count_response(e, m, last.status);
       if (last.status >= 200 && last.status < 300) {
-        if (s.pipelining && !stop.stop_requested())
-          send_ahead(src, e, run, last, after_full_page, requests, stop);
+        if (s.pipelining) send_ahead(src, e, run, last, after_full_page, requests, stop);
         return reader.read(last.body);
       }
       failure = fmt::format("HTTP {}", last.status);
