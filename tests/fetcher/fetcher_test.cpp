@@ -79,6 +79,14 @@ struct FetchFixture {
         "spool: {{dir: {}}}\nlog: {{level: debug}}\nsources:\n{}",
         spool.string(), sources);
   }
+  // Replaces the first `from` in the config file with `to`.
+  void edit(const std::string& from, const std::string& to) {
+    auto text = test::read_text(cfg);
+    auto at = text.find(from);
+    REQUIRE_MESSAGE(at != std::string::npos, from, " is not in ", cfg);
+    text.replace(at, from.size(), to);
+    std::ofstream(cfg) << text;
+  }
   int fetch(std::vector<std::string> extra = {}, std::map<std::string, std::string> env = {},
             const std::string& log = "fetch.log") {
     std::vector<std::string> args = {"fetch", "--once", "-c", cfg};
@@ -288,9 +296,7 @@ TEST_CASE("a page asked ahead at the wrong offset turns sending ahead off for th
 // that was 8 s before the page was asked again).
 TEST_CASE("the requests behind a page that timed out are given up within one timeout") {
   FetchFixture f({"--size", "40"}, pipelining_options(8), "", kPianosBy11);
-  auto yaml = test::read_text(f.cfg);
-  yaml.replace(yaml.find("max_attempts: 6"), 15, "max_attempts: 2");
-  std::ofstream(f.cfg) << yaml;
+  f.edit("max_attempts: 6", "max_attempts: 2");
   f.sim.fault(R"({"kind":"none","count":2})");                     // pages 1 and 2 answer at once
   f.sim.fault(R"({"kind":"slow","count":100,"delay_ms":20000})");  // then nothing within 1 s
   auto t0 = std::chrono::steady_clock::now();
@@ -403,9 +409,7 @@ TEST_CASE("SIGKILL after the last page then restart only writes the end marker")
 
 TEST_CASE("the request rate never exceeds the limit plus the burst") {
   FetchFixture f({"--size", "60"}, "rate_limit: {per_second: 20, burst: 3}");
-  std::string text = test::read_text(f.cfg);
-  text.replace(text.find("page_size: 7"), 12, "page_size: 2");  // 30 pages
-  std::ofstream(f.cfg) << text;
+  f.edit("page_size: 7", "page_size: 2");  // 30 pages
   CHECK(f.fetch() == 0);
   auto t = f.sim.request_times();
   REQUIRE(t.size() >= 30);
@@ -429,10 +433,8 @@ TEST_CASE("OAuth2 tokens are fetched and refreshed after a 401") {
                  "rate_limit: {per_second: 5, burst: 1}\n    auth:\n      oauth2:\n"
                  "        token_url: TOKEN_URL\n        client_id: ingest-client\n"
                  "        client_secret: Cl1ent-Secret-93");
-  std::string text = test::read_text(f.cfg);
-  text.replace(text.find("TOKEN_URL"), 9, f.sim.base() + "/oauth/token");
-  text.replace(text.find("page_size: 7"), 12, "page_size: 3");  // 14 pages at 5/s: ~3 s
-  std::ofstream(f.cfg) << text;
+  f.edit("TOKEN_URL", f.sim.base() + "/oauth/token");
+  f.edit("page_size: 7", "page_size: 3");  // 14 pages at 5/s: ~3 s
   test::Child c({"fetch", "--once", "-c", f.cfg}, f.dir.path() / "fetch.log");
   REQUIRE(c.wait_for_log("event=fetcher.token_refreshed", 10s));
   std::this_thread::sleep_for(600ms);
@@ -457,9 +459,7 @@ TEST_CASE("OAuth2 refresh after a 401 with three requests in flight") {
         rest: {path: /rest/pianos, pagination: page}
         page_size: 3
 )");
-  std::string text = test::read_text(f.cfg);
-  text.replace(text.find("TOKEN_URL"), 9, f.sim.base() + "/oauth/token");
-  std::ofstream(f.cfg) << text;
+  f.edit("TOKEN_URL", f.sim.base() + "/oauth/token");
   test::Child c({"fetch", "--once", "-c", f.cfg}, f.dir.path() / "fetch.log");
   REQUIRE(c.wait_for_log("event=fetcher.token_refreshed", 10s));
   std::this_thread::sleep_for(800ms);  // 27 pages at 10/s: ~3 s
@@ -476,10 +476,8 @@ TEST_CASE("a token that expires mid-run is refreshed before it is refused") {
       {"--size", "40", "--auth", "oauth2:c:s3cret-s3cret", "--token-ttl", "1"},
       "rate_limit: {per_second: 8, burst: 1}\n    auth:\n      oauth2:\n"
       "        token_url: TOKEN_URL\n        client_id: c\n        client_secret: s3cret-s3cret");
-  std::string text = test::read_text(f.cfg);
-  text.replace(text.find("TOKEN_URL"), 9, f.sim.base() + "/oauth/token");
-  text.replace(text.find("page_size: 7"), 12, "page_size: 3");  // 14 pages at 8/s: ~2 s
-  std::ofstream(f.cfg) << text;
+  f.edit("TOKEN_URL", f.sim.base() + "/oauth/token");
+  f.edit("page_size: 7", "page_size: 3");  // 14 pages at 8/s: ~2 s
   CHECK(f.fetch() == 0);
   CHECK(f.spooled("clients") == f.upstream("clients"));
   auto stats = f.sim.get("/control/stats").body;
@@ -604,9 +602,7 @@ TEST_CASE("SIGTERM during a slow page exits within 5 s and keeps the checkpoint 
 // page in flight and then the one sent ahead of it).
 TEST_CASE("SIGTERM while pages are sent ahead exits within 5 s") {
   FetchFixture f({"--size", "40"}, "rate_limit: {per_second: 0}", "", kPianosBy11);
-  auto yaml = test::read_text(f.cfg);
-  yaml.replace(yaml.find("timeout: 1s"), 11, "timeout: 10s");
-  std::ofstream(f.cfg) << yaml;
+  f.edit("timeout: 1s", "timeout: 10s");
   f.sim.fault(R"({"kind":"slow","count":100,"delay_ms":2900})");
   // Page 1 comes at ~2.9 s, page 2 at ~5.8 s, and from then on the next page is always asked
   // ahead: the stop finds one request in flight.
@@ -618,9 +614,7 @@ TEST_CASE("SIGTERM while pages are sent ahead exits within 5 s") {
 // after a stop runs for all of them at once, not one after the other).
 TEST_CASE("SIGTERM while three pages are in flight exits within 5 s") {
   FetchFixture f({"--size", "40"}, pipelining_options(3), "", kPianosBy11);
-  auto yaml = test::read_text(f.cfg);
-  yaml.replace(yaml.find("timeout: 1s"), 11, "timeout: 10s");
-  std::ofstream(f.cfg) << yaml;
+  f.edit("timeout: 1s", "timeout: 10s");
   f.sim.fault(R"({"kind":"slow","count":100,"delay_ms":2900})");
   // Page 1 at ~2.9 s, page 2 at ~5.8 s, then pages 3-5 are asked at once.
   sigterm_exits_in_time(f, 6500ms, "pianos", 11);
